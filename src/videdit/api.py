@@ -1,0 +1,222 @@
+"""The Python API: ``videdit.edit(video, prompt=..., method=..., ...)``. The CLI calls the same functions.
+
+files -> frames -> latents -> edited latents -> frames -> files: reading and sizing happen here,
+the method works on frames at the working size, and writing (atomic, with the run folder) happens here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import EditOptions, make_options
+from .errors import UserError
+
+log = logging.getLogger("videdit")
+
+_MODEL_CACHE: dict[tuple, Any] = {}
+
+
+@dataclass
+class EditResult:
+    frames: np.ndarray                 # (T, H, W, 3) uint8 at the output size
+    fps: float
+    source: np.ndarray                 # the source frames at the working size
+    edited_working: np.ndarray         # the edited frames at the working size
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    options: EditOptions | None = None
+    output: Path | None = None
+    run_folder: Path | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_model(opts: EditOptions, kind: str = "sd"):
+    """Load (or reuse, within one process) the model an edit needs."""
+    from .models import load_sd
+
+    key = (kind, opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.control, opts.control_model,
+           opts.cpu_offload, opts.vae_tiling)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE.clear()  # keep one model in memory at a time
+        _MODEL_CACHE[key] = load_sd(opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.control,
+                                    opts.control_model, opts.cpu_offload, opts.vae_tiling)
+    return _MODEL_CACHE[key]
+
+
+def run_folder_for(output: Path) -> Path:
+    """``clip.mp4`` -> ``clip_run/`` beside it."""
+    return output.with_name(output.stem + "_run") if output.suffix else output.with_name(output.name + "_run")
+
+
+def load_input(video, opts: EditOptions):
+    """A Clip from a path, a Clip, or an array of frames (T, H, W, 3) uint8 (fps 8)."""
+    from .video import Clip, read_clip
+
+    if isinstance(video, Clip):
+        clip = video
+    elif isinstance(video, np.ndarray):
+        arr = video if video.ndim == 4 else video[None]
+        if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
+            raise UserError("frames must be a (T, H, W, 3) uint8 array")
+        clip = Clip(frames=arr, fps=8.0, frame_indices=list(range(len(arr))))
+    else:
+        return read_clip(video, frames=opts.frames, stride=opts.stride, start=opts.start)
+    idx = list(range(opts.start, len(clip.frames), opts.stride))[: opts.frames]
+    if not idx:
+        raise UserError("the frame selection is empty")
+    return Clip(frames=clip.frames[idx], fps=clip.fps, frame_indices=[clip.frame_indices[i] for i in idx],
+                path=clip.path)
+
+
+def edit(video, prompt: str | None = None, method: str = "invert", output: str | os.PathLike | None = None,
+         model=None, **options) -> EditResult:
+    """Edit ``video`` (a path, a `videdit.video.Clip` or frames) so that it shows ``prompt``.
+
+    ``model`` is a preset name, repository id or folder (default ``sd15``), or an already loaded
+    `videdit.models.DiffusionModel` to reuse. ``options`` are the other fields of
+    `videdit.config.EditOptions` (strength, steps, guidance, seed, ...). With ``output``, the edited
+    video and its run folder are written there.
+    """
+    loaded = None
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        loaded, model = model, str(model.path)
+    opts, _ = make_options(dict(options, prompt=prompt, method=method, model=None if model is None else str(model)))
+    return run_edit(video, opts, output, model=loaded)
+
+
+def run_edit(video, opts: EditOptions, output=None, model=None) -> EditResult:
+    from .methods import get_method
+    from .prompts import language_warning, plan_edit
+    from .fsutil import check_writable
+    from .video import check_output_path, resize_frames, working_size
+
+    out_path = Path(output) if output is not None else None
+    if out_path is not None:
+        check_output_path(out_path, opts.overwrite)
+        if opts.run_folder:
+            check_writable(run_folder_for(out_path), opts.overwrite)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    handlers = _start_logging(opts, run_id)
+    try:
+        t_start = time.perf_counter()
+        method_run = get_method(opts.method)
+        clip = load_input(video, opts)
+        src_w, src_h = clip.size
+        work = working_size(src_w, src_h, opts.size)
+        source = resize_frames(clip.frames, work) if work != (src_w, src_h) else clip.frames
+        plan = plan_edit(opts.prompt, opts.source_prompt)
+        log.info("run %s: %d frames %dx%d -> working %dx%d, method %s", run_id, len(source), src_w, src_h,
+                 work[0], work[1], opts.method)
+        log.info("source prompt %r -> target prompt %r", plan.source_prompt, plan.target_prompt)
+        model = model or get_model(opts)
+        warning = language_warning(plan, model.tokenizer)
+        if warning:
+            log.warning(warning)
+        seed_everything(opts.seed)
+        result = method_run(model, source, opts, plan)
+        frames = result.frames
+        if not opts.keep_working_size and frames.shape[2:0:-1] != (src_w, src_h):
+            frames = resize_frames(frames, (src_w, src_h))
+        info = dict(result.info, run_id=run_id, total_s=time.perf_counter() - t_start)
+        log.info("done in %.1f s: %s", info["total_s"], {k: (round(v, 3) if isinstance(v, float) else v)
+                                                       for k, v in result.info.items()})
+        res = EditResult(frames=frames, fps=clip.fps, source=source, edited_working=result.frames,
+                         extras=result.extras, info=info, options=opts)
+        if out_path is not None:
+            _write_outputs(res, out_path, opts, handlers)
+            res.output, res.run_folder = out_path, (run_folder_for(out_path) if opts.run_folder else None)
+        return res
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+
+
+def _start_logging(opts: EditOptions, run_id: str) -> list[logging.Handler]:
+    log.setLevel(logging.INFO)
+    handlers: list[logging.Handler] = []
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if opts.verbose:
+        Path("logs").mkdir(exist_ok=True)
+        fh = logging.FileHandler(Path("logs") / f"{run_id}.log", encoding="utf-8")
+        sh = logging.StreamHandler()
+        for h in (fh, sh):
+            h.setFormatter(fmt)
+            log.addHandler(h)
+            handlers.append(h)
+    # Always keep the run's log in memory, for the run folder.
+    mem = _MemoryHandler()
+    mem.setFormatter(fmt)
+    log.addHandler(mem)
+    handlers.append(mem)
+    return handlers
+
+
+class _MemoryHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+def _write_outputs(res: EditResult, out_path: Path, opts: EditOptions, handlers) -> None:
+    """The run folder is built under a temporary name; then both it and the output are renamed into
+    place. A failure leaves neither."""
+    tmp_holder: list[Path] = []
+    try:
+        _write_outputs_to(res, out_path, opts, handlers, tmp_holder)
+    finally:
+        for tmp in tmp_holder:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_outputs_to(res: EditResult, out_path: Path, opts: EditOptions, handlers, tmp_holder: list) -> None:
+    import yaml
+
+    from .video import side_by_side, write_video
+
+    tmp_run = None
+    if opts.run_folder:
+        final_run = run_folder_for(out_path)
+        tmp_run = Path(tempfile.mkdtemp(prefix=final_run.name + ".tmp-", dir=out_path.parent))
+        tmp_holder.append(tmp_run)
+        write_video(tmp_run / "source.mp4", res.source, res.fps)
+        write_video(tmp_run / "edited.mp4", res.edited_working, res.fps)
+        for name, clip in res.extras.items():
+            if clip.ndim == 4 and len(clip) == len(res.source):
+                write_video(tmp_run / f"{name}.mp4", clip, res.fps)
+        sbs = side_by_side(res.source, res.edited_working)
+        write_video(tmp_run / "side_by_side.mp4", sbs, res.fps)
+        write_video(tmp_run / "side_by_side.gif", sbs, res.fps)
+        config = dict(opts.to_dict(), output=str(out_path))
+        (tmp_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        info = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res.info.items()}
+        (tmp_run / "info.yaml").write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
+        mem = next(h for h in handlers if isinstance(h, _MemoryHandler))
+        (tmp_run / "run.log").write_text("\n".join(mem.lines) + "\n", encoding="utf-8")
+    write_video(out_path, res.frames, res.fps, overwrite=opts.overwrite)
+    if tmp_run is not None:
+        final_run = run_folder_for(out_path)
+        if final_run.exists():
+            shutil.rmtree(final_run)
+        os.replace(tmp_run, final_run)

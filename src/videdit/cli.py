@@ -1,0 +1,139 @@
+"""Command line: argument parsing only. Every command calls a function of the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import EditOptions
+from .errors import UserError
+
+TRUE_BY_DEFAULT = {"reconstruction": "no-reconstruction", "run_folder": "no-run-folder", "progress": "no-progress"}
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """Hide the libraries' own info chatter and weight-loading bars unless --verbose."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbose:
+        return
+    warnings.filterwarnings("ignore")
+    try:
+        import diffusers.utils.logging as dl
+        import transformers.utils.logging as tl
+
+        tl.set_verbosity_error()
+        dl.set_verbosity_error()
+        tl.disable_progress_bar()
+        dl.disable_progress_bar()
+    except Exception:  # logging is a nicety; never fail a run over it
+        pass
+
+
+def add_edit_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per `EditOptions` field; defaults stay None so that a YAML config can fill them."""
+    for f in fields(EditOptions):
+        if f.name == "prompt":
+            parser.add_argument("--prompt", help=f.metadata["help"])
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if f.type == "bool" and f.name in TRUE_BY_DEFAULT:
+            parser.add_argument("--" + TRUE_BY_DEFAULT[f.name], dest=f.name, action="store_const", const=False,
+                                help="do not " + f.metadata["help"])
+        elif f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(f.type.split("|")[0].strip(), str)
+            parser.add_argument(flag, dest=f.name, type=kind, choices=f.metadata.get("choices"), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videdit", description="Edit videos with pretrained diffusion models.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"videdit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("edit", help="edit a video so that it shows a prompt")
+    p.add_argument("input", help="video file, folder of frames, or image")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4 or .gif)")
+    p.add_argument("--config", help="YAML file with any of the options below (flags win)")
+    add_edit_options(p)
+
+    p = sub.add_parser("download", help="fetch models from the Hugging Face hub")
+    p.add_argument("names", nargs="+", help="presets (sd15, canny, depth, openpose, ip2p, i2vgen-xl, clip-l14) or repository ids")
+    p.add_argument("--allow-pickle", action="store_true", help="also fetch pickle weights where no safetensors exist")
+
+    p = sub.add_parser("tiny-model", help="write a random-weight model of the real classes (for tests)")
+    p.add_argument("kind", help="sd15 or ip2p")
+    p.add_argument("dir", help="output folder")
+    p.add_argument("--with-controlnet", action="store_true", help="also write a tiny ControlNet (sd15)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("presets", help="list model presets")
+    return parser
+
+
+def cmd_edit(args) -> int:
+    from .api import run_edit
+    from .config import load_yaml_config, make_options
+
+    layers = [load_yaml_config(args.config)] if args.config else []
+    cli = {f.name: getattr(args, f.name) for f in fields(EditOptions)}
+    opts, _ = make_options(*layers, cli)
+    _quiet_libraries(opts.verbose)
+    res = run_edit(args.input, opts, args.output)
+    print(f"wrote {res.output} ({len(res.frames)} frames)" + (f"; run folder {res.run_folder}" if res.run_folder else ""))
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .models import download
+
+    for name, path in zip(args.names, download(args.names, allow_pickle=args.allow_pickle)):
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_tiny_model(args) -> int:
+    from .tiny import write_tiny_model
+
+    _quiet_libraries(False)
+    out = write_tiny_model(args.kind, args.dir, seed=args.seed, with_controlnet=args.with_controlnet,
+                           overwrite=args.overwrite)
+    print(f"wrote tiny {args.kind} model to {out}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from .models import PRESETS
+
+    for name, p in PRESETS.items():
+        print(f"{name:16s} {p.kind:11s} {p.repo if not Path(p.repo).is_absolute() else '(ships with videdit)'}  {p.about}")
+    return 0
+
+
+COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "presets": cmd_presets}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"videdit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("videdit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

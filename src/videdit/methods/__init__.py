@@ -1,0 +1,24 @@
+"""Editing methods. Each module reads top to bottom like a short paper: ``run(model, frames, opts, plan)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class MethodResult:
+    frames: np.ndarray                                             # (T, H, W, 3) uint8 at working size
+    extras: dict[str, np.ndarray] = field(default_factory=dict)    # other clips for the run folder
+    info: dict = field(default_factory=dict)                       # numbers worth logging
+
+
+def get_method(name: str):
+    """The ``run`` function of a method by name."""
+    from ..errors import UserError
+
+    if name == "invert":
+        from .invert import run
+        return run
+    raise UserError(f"method {name!r} is not available yet in this version of videdit (available: invert)")

@@ -1,0 +1,60 @@
+"""Method ``invert``: DDIM-invert the clip, regenerate it under the target prompt.
+
+1. Encode every frame with the VAE: z_0 (F, 4, H/8, W/8).
+2. DDIM-invert z_0 under the source prompt with guidance 1 (`videdit.inversion`), keeping z_1 ... z_N.
+3. Start from z_k, k = round(strength * N) steps from the end, and run the last k DDIM steps under
+   the target prompt with classifier-free guidance.
+Both passes use cross-frame self-attention (every frame's queries attend to the keys and values of
+all frames, or of the first and previous frame: `videdit.attention.frames`), which ties the frames
+together so that the edit is the same edit in every frame, and the same ControlNet maps.
+The reconstruction (the same k steps under the source prompt) tells how faithful inversion is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..attention.frames import cross_frame_attention
+from ..config import EditOptions
+from ..control import control_maps, maps_to_tensor
+from ..diffusion import ddim_sample, encode_text, vae_decode, vae_encode
+from ..inversion import invert_cached, start_index
+from ..models import DiffusionModel
+from ..prompts import EditPlan
+from . import MethodResult
+
+log = logging.getLogger("videdit")
+
+
+def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: EditPlan) -> MethodResult:
+    F = len(frames)
+    target, source, empty = (encode_text(model, [p]).expand(F, -1, -1)
+                             for p in (plan.target_prompt, plan.source_prompt, ""))
+    maps = control_maps(frames, opts.control, opts.allow_pickle)
+    control = maps_to_tensor(maps, model.device, model.dtype) if maps is not None and model.controlnet is not None else None
+    k = start_index(opts.strength, opts.steps)
+    info = {"start_step": k}
+    with cross_frame_attention(model.unet, F, opts.frame_attention, opts.attention_chunk):
+        z0 = vae_encode(model, frames, opts.vae_chunk)
+        t0 = time.perf_counter()
+        traj = invert_cached(model, frames, z0, plan.source_prompt, source, opts.steps, opts.control, control,
+                             opts.control_scale, use_cache=not opts.no_cache, progress=opts.progress,
+                             extra_key={"frame_attention": opts.frame_attention})
+        info.update(inversion_s=time.perf_counter() - t0, inversion_cached=traj.from_cache)
+        t0 = time.perf_counter()
+        edited = ddim_sample(model, traj.start(k), k, opts.steps, target, empty, opts.guidance, control,
+                             opts.control_scale, desc="editing", progress=opts.progress)
+        info["editing_s"] = time.perf_counter() - t0
+        recon = None
+        if opts.reconstruction:
+            recon = ddim_sample(model, traj.start(k), k, opts.steps, source, empty, opts.guidance, control,
+                                opts.control_scale, desc="reconstruction", progress=opts.progress)
+    extras = {}
+    if recon is not None:
+        extras["reconstruction"] = vae_decode(model, recon, opts.vae_chunk)
+    if maps is not None:
+        extras["control"] = maps
+    return MethodResult(vae_decode(model, edited, opts.vae_chunk), extras, info)

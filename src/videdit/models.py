@@ -1,0 +1,254 @@
+"""Model presets, resolution of names to folders, and loading with diffusers.
+
+One source of truth for which Hugging Face repository a short name means. A local folder in
+diffusers layout (``model_index.json`` + one subfolder per component) works wherever a name does.
+Weights load from safetensors only, unless the caller allows pickle checkpoints explicitly:
+unpickling a ``.bin``/``.ckpt``/``.pth`` file runs code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+PACKAGE_WEIGHTS = Path(__file__).parent / "shapes" / "weights"
+
+
+@dataclass(frozen=True)
+class Preset:
+    repo: str  # Hugging Face repository id, or a folder inside the package for ShapesWorld models
+    kind: str  # "sd" (text-to-image), "ip2p" (instruction editor), "i2v", "controlnet", "clip"
+    about: str
+
+
+PRESETS: dict[str, Preset] = {
+    "sd15": Preset("stable-diffusion-v1-5/stable-diffusion-v1-5", "sd", "Stable Diffusion 1.5"),
+    "ip2p": Preset("timbrooks/instruct-pix2pix", "ip2p", "InstructPix2Pix"),
+    "i2vgen-xl": Preset("ali-vilab/i2vgen-xl", "i2v", "I2VGen-XL image-to-video"),
+    "canny": Preset("lllyasviel/control_v11p_sd15_canny", "controlnet", "ControlNet 1.1 canny for SD 1.5"),
+    "depth": Preset("lllyasviel/control_v11f1p_sd15_depth", "controlnet", "ControlNet 1.1 depth for SD 1.5"),
+    "openpose": Preset("lllyasviel/control_v11p_sd15_openpose", "controlnet", "ControlNet 1.1 openpose for SD 1.5"),
+    "depth-annotator": Preset("Intel/dpt-hybrid-midas", "annotator", "DPT depth estimator (depth control maps)"),
+    "clip-l14": Preset("openai/clip-vit-large-patch14", "clip", "CLIP ViT-L/14 (metrics)"),
+    "shapes-sd": Preset(str(PACKAGE_WEIGHTS / "shapes-sd"), "sd", "ShapesWorld text-to-image (ships with videdit)"),
+    "shapes-ip2p": Preset(str(PACKAGE_WEIGHTS / "shapes-ip2p"), "ip2p", "ShapesWorld instruction editor (ships with videdit)"),
+}
+
+CONTROL_PRESETS = {"canny": "canny", "depth": "depth", "openpose": "openpose"}
+
+# What `videdit download` fetches: configs, tokenizer files and full-precision safetensors weights;
+# not the single-file checkpoints, pickle weights or the safety checker the repositories also hold.
+DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors",
+                     "*/model.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors"]
+PICKLE_PATTERNS = ["*/diffusion_pytorch_model.bin", "*/pytorch_model.bin", "diffusion_pytorch_model.bin", "pytorch_model.bin"]
+IGNORE_PATTERNS = ["safety_checker/*", "*.ckpt", "*.fp16.*", "*.non_ema.*", "*.msgpack", "*.onnx", "*.h5"]
+
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".bin", ".ckpt", ".pth", ".pt")
+
+
+def download_hint(name: str) -> str:
+    return f"videdit download {name}"
+
+
+def resolve(name: str, allow_download: bool | None = None, allow_pickle: bool = False) -> Path:
+    """A local folder for a preset name, a repository id or a folder.
+
+    Hub models are looked up in the Hugging Face cache first. When they are not there, they are
+    fetched only if ``allow_download`` (default: unless ``HF_HUB_OFFLINE`` is set); otherwise, or
+    when the fetch fails, a `UserError` names the repository and the download command.
+    """
+    if not name or not str(name).strip():
+        raise UserError("empty model name")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    preset = PRESETS.get(name)
+    if preset is not None and preset.kind != "annotator" and Path(preset.repo).is_absolute():
+        if Path(preset.repo).is_dir():
+            return Path(preset.repo)
+        raise UserError(f"model {name!r} is not installed with this copy of videdit (missing {preset.repo})")
+    repo = preset.repo if preset else name
+    if preset is None and (os.sep in name or name.startswith(".")) and name.count("/") != 1:
+        raise UserError(f"model folder not found: {name}")
+    if preset is None and name.count("/") != 1:
+        known = ", ".join(sorted(PRESETS))
+        raise UserError(f"unknown model {name!r}: use a preset ({known}), a Hugging Face repository id or a folder")
+    from huggingface_hub import snapshot_download
+
+    patterns = DOWNLOAD_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns, ignore_patterns=IGNORE_PATTERNS,
+                                      local_files_only=True))
+    except Exception:
+        pass
+    if allow_download is None:
+        allow_download = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")
+    hint = download_hint(name if preset else repo)
+    if not allow_download:
+        raise UserError(f"model {repo!r} is not downloaded and the hub is offline; run: {hint}")
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns, ignore_patterns=IGNORE_PATTERNS))
+    except Exception as exc:  # network errors, missing repository, gated repository
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot download model {repo!r} ({reason[:160]}); run: {hint}") from None
+
+
+def download(names: list[str], allow_pickle: bool = False) -> list[Path]:
+    """Fetch presets or repository ids into the Hugging Face cache (what `videdit download` runs)."""
+    return [resolve(n, allow_download=True, allow_pickle=allow_pickle) for n in names]
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix in SAFE_SUFFIXES + PICKLE_SUFFIXES]
+
+
+def check_component(root: Path, sub: str, allow_pickle: bool) -> Path:
+    """The folder of one component; a `UserError` when it is missing or holds only pickle weights."""
+    folder = root / sub
+    if not folder.is_dir():
+        raise UserError(f"model folder {root} has no {sub}/ component")
+    if sub in ("tokenizer", "scheduler", "feature_extractor"):
+        return folder
+    files = _weight_files(folder)
+    if not files:
+        raise UserError(f"model folder {root} has no weights in {sub}/")
+    if not any(p.suffix in SAFE_SUFFIXES for p in files) and not allow_pickle:
+        raise UserError(f"{folder} has only pickle weights ({files[0].name}); pass --allow-pickle to load them "
+                        "(unpickling runs code)")
+    return folder
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """CUDA, then MPS, then CPU, unless the user names one."""
+    if device and device != "auto":
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise UserError(f"unknown device {device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"device {device!r} asked for, but CUDA is not available")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+DTYPES = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp32": torch.float32, "float32": torch.float32}
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """fp16 on CUDA and MPS, fp32 on CPU, unless the user names one."""
+    if dtype and dtype != "auto":
+        if dtype not in DTYPES:
+            raise UserError(f"unknown dtype {dtype!r}: use one of fp16, bf16, fp32")
+        return DTYPES[dtype]
+    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+@dataclass
+class DiffusionModel:
+    """The components of a Stable-Diffusion-class model, loaded and placed on a device."""
+
+    name: str
+    path: Path
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict
+    device: torch.device
+    dtype: torch.dtype
+    controlnet: Any = None
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def vae_scale(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.vae.config.latent_channels
+
+    @property
+    def identity(self) -> str:
+        """What identifies these weights in cache keys: the folder (a hub snapshot folder names its revision)."""
+        return str(self.path.resolve())
+
+
+def load_sd(name: str, device: str | None = None, dtype: str | None = None, allow_pickle: bool = False,
+            control: str | None = None, control_model: str | None = None, cpu_offload: bool = False,
+            vae_tiling: bool = False) -> DiffusionModel:
+    """Load the UNet, VAE, text encoder, tokenizer and scheduler config of ``name`` (and a ControlNet)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    root = resolve(name, allow_pickle=allow_pickle)
+    for sub in SD_COMPONENTS:
+        check_component(root, sub, allow_pickle)
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    safe = not allow_pickle
+    try:
+        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dt, use_safetensors=safe or None)
+        vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dt, use_safetensors=safe or None)
+        text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dt, use_safetensors=safe or None)
+        tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+        scheduler_config = dict(DDIMScheduler.load_config(root, subfolder="scheduler"))
+    except (OSError, ValueError, EnvironmentError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load model from {root}: {first[:200]}") from None
+    controlnet = None
+    if control and control != "none":
+        controlnet = load_controlnet(root, control, control_model, dt, allow_pickle)
+    model = DiffusionModel(name=name, path=root, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                           scheduler_config=scheduler_config, device=dev, dtype=dt, controlnet=controlnet)
+    for module in (unet, vae, text_encoder, controlnet):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    if vae_tiling:
+        vae.enable_tiling()
+    place(model, cpu_offload)
+    return model
+
+
+def load_controlnet(root: Path, control: str, control_model: str | None, dtype: torch.dtype, allow_pickle: bool):
+    """The ControlNet for ``control``: ``control_model`` if given, a ``controlnet/`` folder beside the
+    model (tiny models), else the preset of that name."""
+    from diffusers import ControlNetModel
+
+    if control not in CONTROL_PRESETS:
+        raise UserError(f"unknown control {control!r}: use one of {', '.join(CONTROL_PRESETS)} or none")
+    if control_model:
+        folder = resolve(control_model, allow_pickle=allow_pickle)
+    elif (root / "controlnet").is_dir():
+        folder = root / "controlnet"
+    else:
+        folder = resolve(CONTROL_PRESETS[control], allow_pickle=allow_pickle)
+    if not any(p.suffix in SAFE_SUFFIXES for p in _weight_files(folder)) and not allow_pickle:
+        raise UserError(f"{folder} has no safetensors weights; pass --allow-pickle to load pickle weights")
+    return ControlNetModel.from_pretrained(folder, torch_dtype=dtype, use_safetensors=(not allow_pickle) or None)
+
+
+def place(model: DiffusionModel, cpu_offload: bool) -> None:
+    """Move the modules to the device, or with ``cpu_offload`` keep them in CPU memory and stream each
+    layer's weights to the GPU when it runs (accelerate's sequential offload: least GPU memory)."""
+    modules = [m for m in (model.unet, model.vae, model.text_encoder, model.controlnet) if m is not None]
+    if cpu_offload and model.device.type != "cpu":
+        from accelerate import cpu_offload as offload
+
+        for m in modules:
+            offload(m, execution_device=model.device)
+        return
+    for m in modules:
+        m.to(model.device)
