@@ -142,3 +142,39 @@ def _write_clip(tmp_path) -> Path:
     if not path.exists():
         write_video(path, _frames(t=4, size=64), 8)
     return path
+
+
+def test_edit_with_eval_writes_metrics_into_run_folder(tiny_sd, tmp_path, capsys):
+    import json
+
+    from videdit.tiny_clip import make_tiny_clip
+
+    clip_dir = make_tiny_clip(tmp_path / "clip")
+    out = tmp_path / "e.mp4"
+    code, _, err = run_cli(["edit", _write_clip(tmp_path), "--model", tiny_sd, "--prompt", "a cat", "-o", out,
+                            "--steps", "3", "--size", "64", "--no-progress", "--eval", "--clip-model", clip_dir], capsys)
+    assert code == 0, err
+    data = json.loads((tmp_path / "e_run" / "eval.json").read_text())
+    assert data["metrics"]["warp_error"]["value"] >= 0
+    assert data["metrics"]["clip_t"]["value"] is not None
+    assert "warp" in (tmp_path / "e_run" / "eval.txt").read_text().lower()
+
+
+def test_eval_command_orders_clean_and_flickered(videos, tmp_path, capsys):
+    import json
+
+    from videdit.video import read_clip, write_video
+
+    clip = read_clip(videos / "wolf.mp4", frames=8)
+    gains = np.array([1.0, 0.8, 1.2, 0.85, 1.15, 0.8, 1.2, 0.9])[:, None, None, None]
+    flicker = np.clip(clip.frames.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+    path = tmp_path / "flicker.mp4"
+    write_video(path, flicker, clip.fps)
+    results = {}
+    for name, edited in (("clean", videos / "wolf.mp4"), ("flicker", path)):
+        code, out, err = run_cli(["eval", edited, "--source", videos / "wolf.mp4", "--frames", "8", "--size", "128",
+                                  "--clip-model", "none", "--json"], capsys)
+        assert code == 0, err
+        results[name] = json.loads(out)["metrics"]
+    assert results["clean"]["warp_error"]["value"] < results["flicker"]["warp_error"]["value"]
+    assert results["clean"]["ssim"]["value"] > results["flicker"]["ssim"]["value"]

@@ -6,6 +6,7 @@ the method works on frames at the working size, and writing (atomic, with the ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -39,6 +40,7 @@ class EditResult:
     options: EditOptions | None = None
     output: Path | None = None
     run_folder: Path | None = None
+    evaluation: dict | None = None     # `videdit eval` of the result, with --eval
 
 
 def seed_everything(seed: int) -> None:
@@ -51,12 +53,20 @@ def get_model(opts: EditOptions, kind: str = "sd"):
     """Load (or reuse, within one process) the model an edit needs."""
     from .models import load_sd
 
+    if kind == "sd" and opts.method == "i2v":
+        kind = "i2v"
     key = (kind, opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.control, opts.control_model,
            opts.cpu_offload, opts.vae_tiling)
     if key not in _MODEL_CACHE:
         _MODEL_CACHE.clear()  # keep one model in memory at a time
-        _MODEL_CACHE[key] = load_sd(opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.control,
-                                    opts.control_model, opts.cpu_offload, opts.vae_tiling)
+        if kind == "i2v":  # method i2v: an image-to-video model (videdit.i2v)
+            from .i2v import load_i2v
+
+            _MODEL_CACHE[key] = load_i2v(opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.cpu_offload,
+                                         opts.vae_tiling)
+        else:
+            _MODEL_CACHE[key] = load_sd(opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.control,
+                                        opts.control_model, opts.cpu_offload, opts.vae_tiling)
     return _MODEL_CACHE[key]
 
 
@@ -86,27 +96,43 @@ def load_input(video, opts: EditOptions):
 
 
 def edit(video, prompt: str | None = None, method: str = "invert", output: str | os.PathLike | None = None,
-         model=None, **options) -> EditResult:
+         model=None, regions=None, **options) -> EditResult:
     """Edit ``video`` (a path, a `videdit.video.Clip` or frames) so that it shows ``prompt``.
 
     ``model`` is a preset name, repository id or folder (default ``sd15``), or an already loaded
     `videdit.models.DiffusionModel` to reuse. ``options`` are the other fields of
     `videdit.config.EditOptions` (strength, steps, guidance, seed, ...). With ``output``, the edited
     video and its run folder are written there.
+    ``regions`` (method grain): ``NAME=MASK:PROMPT`` strings, ``{name, mask, prompt}`` mappings or
+    `videdit.masks.Region` objects.
     """
     loaded = None
     if model is not None and not isinstance(model, (str, os.PathLike)):
         loaded, model = model, str(model.path)
+    if callable(options.get("first_frame_editor")):  # method i2v: any callable PIL.Image -> PIL.Image
+        from .editors import register_callable
+
+        options["first_frame_editor"] = register_callable(options["first_frame_editor"])
     opts, _ = make_options(dict(options, prompt=prompt, method=method, model=None if model is None else str(model)))
-    return run_edit(video, opts, output, model=loaded)
+    return run_edit(video, opts, output, model=loaded, extra={"regions": regions} if regions else None)
 
 
-def run_edit(video, opts: EditOptions, output=None, model=None) -> EditResult:
+def run_edit(video, opts: EditOptions, output=None, model=None, extra: dict | None = None) -> EditResult:
+    """Edit ``video`` with validated options; ``extra`` holds method inputs that are not options
+    (``regions`` of method grain)."""
     from .methods import get_method
     from .prompts import language_warning, plan_edit
     from .fsutil import check_writable
     from .video import check_output_path, resize_frames, working_size
 
+    from .parallel import init_distributed
+
+    dist = init_distributed(opts.device)  # None unless launched by torchrun / accelerate launch
+    if dist is not None:
+        if opts.method != "anchor":
+            raise UserError(f"parallel runs (torchrun, accelerate launch) support --method anchor only, not {opts.method}")
+        opts = dataclasses.replace(opts, device=dist.device)
+    main = dist is None or dist.rank == 0  # only rank 0 writes
     out_path = Path(output) if output is not None else None
     if out_path is not None:
         check_output_path(out_path, opts.overwrite)
@@ -122,6 +148,11 @@ def run_edit(video, opts: EditOptions, output=None, model=None) -> EditResult:
         work = working_size(src_w, src_h, opts.size)
         source = resize_frames(clip.frames, work) if work != (src_w, src_h) else clip.frames
         plan = plan_edit(opts.prompt, opts.source_prompt)
+        inputs = {}
+        if (extra or {}).get("regions"):  # method grain: regions, and the frame numbers their mask folders use
+            if opts.method != "grain":
+                raise UserError(f"regions are for --method grain, not {opts.method}")
+            inputs = dict(regions=extra["regions"], frame_indices=list(clip.frame_indices))
         log.info("run %s: %d frames %dx%d -> working %dx%d, method %s", run_id, len(source), src_w, src_h,
                  work[0], work[1], opts.method)
         log.info("source prompt %r -> target prompt %r", plan.source_prompt, plan.target_prompt)
@@ -130,16 +161,19 @@ def run_edit(video, opts: EditOptions, output=None, model=None) -> EditResult:
         if warning:
             log.warning(warning)
         seed_everything(opts.seed)
-        result = method_run(model, source, opts, plan)
+        result = method_run(model, source, opts, plan, **inputs)
         frames = result.frames
-        if not opts.keep_working_size and frames.shape[2:0:-1] != (src_w, src_h):
+        if not opts.keep_working_size and len(frames) and frames.shape[2:0:-1] != (src_w, src_h):
             frames = resize_frames(frames, (src_w, src_h))
-        info = dict(result.info, run_id=run_id, total_s=time.perf_counter() - t_start)
+        info = dict(result.info, run_id=run_id, total_s=time.perf_counter() - t_start,
+                    source_prompt=plan.source_prompt, target_prompt=plan.target_prompt)
         log.info("done in %.1f s: %s", info["total_s"], {k: (round(v, 3) if isinstance(v, float) else v)
                                                        for k, v in result.info.items()})
         res = EditResult(frames=frames, fps=clip.fps, source=source, edited_working=result.frames,
                          extras=result.extras, info=info, options=opts)
-        if out_path is not None:
+        if opts.eval and main:
+            res.evaluation = _evaluate(res, plan, opts)
+        if out_path is not None and main:
             _write_outputs(res, out_path, opts, handlers)
             res.output, res.run_folder = out_path, (run_folder_for(out_path) if opts.run_folder else None)
         return res
@@ -147,6 +181,16 @@ def run_edit(video, opts: EditOptions, output=None, model=None) -> EditResult:
         for h in handlers:
             log.removeHandler(h)
             h.close()
+
+
+def _evaluate(res: EditResult, plan, opts: EditOptions) -> dict:
+    """The quality metrics of the edit at the working size (CLIP metrics unavailable offline)."""
+    from .evaluate import evaluate_video, format_table
+
+    result = evaluate_video(res.edited_working, source=res.source, prompt=plan.target_prompt,
+                            source_prompt=plan.source_prompt or None, clip_model=opts.clip_model)
+    log.info("evaluation:\n%s", format_table(result))
+    return result
 
 
 def _start_logging(opts: EditOptions, run_id: str) -> list[logging.Handler]:
@@ -212,6 +256,11 @@ def _write_outputs_to(res: EditResult, out_path: Path, opts: EditOptions, handle
         (tmp_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
         info = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res.info.items()}
         (tmp_run / "info.yaml").write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
+        if res.evaluation is not None:
+            from .evaluate import format_table, to_json
+
+            (tmp_run / "eval.json").write_text(to_json(res.evaluation), encoding="utf-8")
+            (tmp_run / "eval.txt").write_text(format_table(res.evaluation) + "\n", encoding="utf-8")
         mem = next(h for h in handlers if isinstance(h, _MemoryHandler))
         (tmp_run / "run.log").write_text("\n".join(mem.lines) + "\n", encoding="utf-8")
     write_video(out_path, res.frames, res.fps, overwrite=opts.overwrite)

@@ -10,7 +10,8 @@ from pathlib import Path
 from .config import EditOptions
 from .errors import UserError
 
-TRUE_BY_DEFAULT = {"reconstruction": "no-reconstruction", "run_folder": "no-run-folder", "progress": "no-progress"}
+TRUE_BY_DEFAULT = {"reconstruction": "no-reconstruction", "run_folder": "no-run-folder", "progress": "no-progress",
+                   "layout_background": "no-layout-background"}
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file, folder of frames, or image")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4 or .gif)")
     p.add_argument("--config", help="YAML file with any of the options below (flags win)")
+    p.add_argument("--region", action="append", dest="regions", metavar="NAME=MASK:PROMPT",
+                   help="grain: a region, repeatable; MASK is a folder of per-frame PNGs, a video, an image, or "
+                        "auto:WORD (from the cross-attention of WORD in the source prompt); PROMPT must be part "
+                        "of --prompt")
     add_edit_options(p)
 
     p = sub.add_parser("download", help="fetch models from the Hugging Face hub")
@@ -70,9 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="also fetch pickle weights where no safetensors exist")
 
     p = sub.add_parser("tiny-model", help="write a random-weight model of the real classes (for tests)")
-    p.add_argument("kind", help="sd15 or ip2p")
+    p.add_argument("kind", help="sd15, ip2p or clip")
     p.add_argument("dir", help="output folder")
     p.add_argument("--with-controlnet", action="store_true", help="also write a tiny ControlNet (sd15)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("eval", help="quality metrics of an edited video (CLIP-T, CLIP-F, warp error, ...)")
+    from .evaluate import add_eval_arguments
+
+    add_eval_arguments(p)
+
+    p = sub.add_parser("finetune-equivariant", help="finetune an instruction editor with the same random affine "
+                       "transform on source and target (consistent video edits)")
+    p.add_argument("model", help="instruction editor: preset (ip2p, shapes-ip2p), repository or folder")
+    p.add_argument("data", help="'shapes' (ShapesWorld triples) or a folder with metadata.jsonl of "
+                   "{source, target, instruction}")
+    p.add_argument("-o", "--output", required=True, help="folder for the finetuned model (diffusers layout)")
+    p.add_argument("--minutes", type=float, default=10.0, help="wall-time budget (default: 10)")
+    p.add_argument("--steps", type=int, default=None, help="step budget (whichever comes first)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--resolution", type=int, default=None, help="image size (default: the model's native size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
 
@@ -84,11 +108,19 @@ def cmd_edit(args) -> int:
     from .api import run_edit
     from .config import load_yaml_config, make_options
 
+    from .masks import parse_region_arg, regions_from_config, validate_regions
+
     layers = [load_yaml_config(args.config)] if args.config else []
+    if layers and "regions" in layers[0]:  # mask paths relative to the config file
+        layers[0]["regions"] = regions_from_config(layers[0]["regions"], Path(args.config).parent)
     cli = {f.name: getattr(args, f.name) for f in fields(EditOptions)}
-    opts, _ = make_options(*layers, cli)
+    if args.regions:
+        cli["regions"] = validate_regions([parse_region_arg(a) for a in args.regions])
+    opts, extra = make_options(*layers, cli, extra_ok=("regions",))
     _quiet_libraries(opts.verbose)
-    res = run_edit(args.input, opts, args.output)
+    res = run_edit(args.input, opts, args.output, extra=extra)
+    if res.output is None:  # a rank other than 0 of a parallel run: rank 0 writes
+        return 0
     print(f"wrote {res.output} ({len(res.frames)} frames)" + (f"; run folder {res.run_folder}" if res.run_folder else ""))
     return 0
 
@@ -105,9 +137,33 @@ def cmd_tiny_model(args) -> int:
     from .tiny import write_tiny_model
 
     _quiet_libraries(False)
+    if args.kind == "clip":
+        from .tiny_clip import make_tiny_clip
+
+        out = make_tiny_clip(args.dir, seed=args.seed, overwrite=args.overwrite)
+        print(f"wrote tiny clip model to {out}")
+        return 0
     out = write_tiny_model(args.kind, args.dir, seed=args.seed, with_controlnet=args.with_controlnet,
                            overwrite=args.overwrite)
     print(f"wrote tiny {args.kind} model to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import run_eval
+
+    _quiet_libraries(False)
+    return run_eval(args)
+
+
+def cmd_finetune_equivariant(args) -> int:
+    from .finetune import finetune_equivariant
+
+    _quiet_libraries(False)
+    out = finetune_equivariant(args.model, args.data, args.output, minutes=args.minutes, steps=args.steps,
+                               batch=args.batch, lr=args.lr, seed=args.seed, overwrite=args.overwrite,
+                               resolution=args.resolution)
+    print(f"wrote the finetuned model to {out}")
     return 0
 
 
@@ -119,7 +175,9 @@ def cmd_presets(args) -> int:
     return 0
 
 
-COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "presets": cmd_presets}
+COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "eval": cmd_eval,
+            "finetune-equivariant": cmd_finetune_equivariant,
+            "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:

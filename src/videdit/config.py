@@ -16,6 +16,17 @@ from .errors import UserError
 METHODS = ("invert", "grain", "anchor", "i2v")
 FRAME_ATTENTION = ("full", "sparse")
 CONTROLS = ("none", "canny", "depth", "openpose")
+ANCHOR_CACHE = ("memory", "recompute")
+ANCHOR_SHARE = ("every-rank", "broadcast")
+# sampling steps when --steps is not given, by method (others: 50)
+STEPS_DEFAULT = {"invert": 50, "anchor": 10}
+# model when --model is not given, by method (others: sd15)
+MODEL_DEFAULT = {"anchor": "ip2p", "i2v": "i2vgen-xl"}
+# guidance when --guidance is not given, by method (others: 7.5)
+GUIDANCE_DEFAULT = {"i2v": 9.0}
+LONG_CLIP = ("auto", "direct", "chunked")  # method i2v
+I2V_NEGATIVE_PROMPT = ("Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, "
+                       "disconnected limbs, Ugly faces, incomplete arms")
 
 
 def _opt(default, help: str, **meta):
@@ -27,10 +38,12 @@ class EditOptions:
     prompt: str = _opt("", "target description, or an instruction such as 'replace the car with a Porsche'")
     source_prompt: str = _opt("", "description of the source clip (default: empty, or parsed from an instruction)")
     method: str = _opt("invert", "editing method", choices=METHODS)
-    model: str = _opt("sd15", "preset name, Hugging Face repository id or local folder in diffusers layout")
+    model: str | None = _opt(None, "preset name, Hugging Face repository id or local folder in diffusers layout "
+                             "(None: by method, sd15; ip2p for anchor)")
     strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise")
-    steps: int = _opt(50, "DDIM steps of inversion and sampling")
-    guidance: float = _opt(7.5, "classifier-free guidance scale")
+    steps: int | None = _opt(None, "sampling steps (None: by method, 50 DDIM steps for invert, "
+                                   "10 Euler ancestral steps for anchor)")
+    guidance: float | None = _opt(None, "classifier-free guidance scale (None: by method, 7.5; 9 for i2v)")
     seed: int = _opt(0, "random seed")
     frames: int | None = _opt(None, "number of frames to edit (default: all)")
     stride: int = _opt(1, "take every S-th frame")
@@ -52,15 +65,72 @@ class EditOptions:
     keep_working_size: bool = _opt(False, "write the output at the working size instead of the input's size")
     reconstruction: bool = _opt(True, "also regenerate the source prompt into the run folder (checks inversion)")
     run_folder: bool = _opt(True, "write the run folder beside the output")
+    eval: bool = _opt(False, "compute the quality metrics of the result (videdit eval) into the run folder")
+    clip_model: str = _opt("clip-l14", "CLIP model for --eval (preset, repository or folder)")
     verbose: bool = _opt(False, "log to the terminal and to logs/<run-id>.log")
     progress: bool = _opt(True, "show progress bars")
     overwrite: bool = _opt(False, "replace an existing output")
+    # --- method "anchor" (instruction editing with anchor-based cross-frame attention)
+    anchors: int = _opt(3, "anchor: number of anchor frames, spaced uniformly over the clip")
+    chunk: int = _opt(8, "anchor: frames denoised together per UNet batch after the anchors")
+    anchor_cache: str = _opt("memory", "anchor: keep the anchors' keys/values of every step, or run the anchors "
+                             "again beside every chunk", choices=ANCHOR_CACHE)
+    anchor_share: str = _opt("every-rank", "anchor, parallel runs: every rank computes the anchors itself, or rank 0 "
+                             "computes them and broadcasts their keys/values", choices=ANCHOR_SHARE)
+    image_guidance: float = _opt(1.5, "anchor: image guidance scale of the instruction editor")
+
+    # --- method "grain" (multi-grained editing: region prompts, ST-Layout attention)
+    layout_steps: float = _opt(0.3, "grain: fraction of the editing steps with ST-Layout attention modulation")
+    layout_cross: float = _opt(1.0, "grain: strength (lambda) of the cross-attention modulation")
+    layout_self: float = _opt(0.3, "grain: strength (lambda) of the self-attention modulation")
+    layout_self_branch: str = _opt("cond", "grain: guidance half that gets the self-attention modulation "
+                                   "(uncond: as the original code)", choices=("cond", "uncond"))
+    layout_self_sigma: str = _opt("clip", "grain: self-attention region-size term 1 - |region|/(F hw), or "
+                                  "1 - |region|/(F^2 hw) as the original code", choices=("clip", "frames2"))
+    layout_factors: str = _opt("2,4,8", "grain: UNet levels with ST-Layout attention, as latent downsampling "
+                               "factors (SD 1.5 at 512 px: 2,4,8 = 32x32, 16x16, 8x8)")
+    layout_background: bool = _opt(True, "grain: pixels outside every region mask form a background region "
+                                   "in self-attention")
+    blend_from: float = _opt(0.0, "grain: from this fraction of the editing steps on, keep the source latents "
+                             "outside the union of region masks (1: no blending)")
+    inject_steps: int = _opt(0, "grain: inject the source's residual features and self-attention queries/keys "
+                             "in the first N editing steps (plug-and-play)")
+    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention")
+    save_attention: bool = _opt(False, "grain: write each region's cross-attention maps into the run folder")
+
+    # --- method "i2v" (edit the first frame with any image editor, propagate with an image-to-video model)
+    first_frame: str | None = _opt(None, "i2v: the edited first frame (an image file); resized to the working size")
+    first_frame_editor: str | None = _opt(None, "i2v: make the first frame with this image editor instead: ip2p "
+                                          "(built in) or a name registered under the entry-point group "
+                                          "videdit.image_editors")
+    instruction: str | None = _opt(None, "i2v: instruction for --first-frame-editor (default: --prompt)")
+    editor_model: str = _opt("ip2p", "i2v: model of the built-in ip2p first-frame editor")
+    negative_prompt: str = _opt(I2V_NEGATIVE_PROMPT, "i2v: negative prompt of classifier-free guidance")
+    inversion_steps: int = _opt(100, "i2v: DDIM inversion steps, every latent kept (more is more faithful, "
+                                "up to about 500)")
+    start_step: int = _opt(0, "i2v: sampling step at which editing starts from the inverted latent (higher "
+                           "follows the source motion more and drifts more)")
+    tau_conv: float = _opt(0.2, "i2v: fraction of the sampling steps with residual-feature injection")
+    tau_sa: float = _opt(0.2, "i2v: fraction of the sampling steps with spatial self-attention query/key injection")
+    tau_ta: float = _opt(0.5, "i2v: fraction of the sampling steps with temporal attention query/key injection")
+    fps_condition: int = _opt(8, "i2v: frame-rate micro-condition of the image-to-video model")
+    long_clip: str = _opt("auto", "i2v: a clip longer than --chunk-frames is inverted and sampled as one long "
+                          "latent (direct) or in overlapping chunks, each started from the previous chunk's output "
+                          "(chunked); auto: direct up to 128 frames", choices=LONG_CLIP)
+    chunk_frames: int = _opt(16, "i2v: frames per chunk with --long-clip chunked")
+    chunk_overlap: int = _opt(4, "i2v: frames shared by consecutive chunks (cross-faded)")
 
     def validate(self) -> "EditOptions":
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise UserError("empty prompt: say what the edited video should show, e.g. --prompt 'a cat'")
         if not 0.0 <= float(self.strength) <= 1.0:
             raise UserError(f"--strength must be in [0, 1], got {self.strength}")
+        if self.steps is None:
+            self.steps = STEPS_DEFAULT.get(self.method, 50)
+        if self.model is None:
+            self.model = MODEL_DEFAULT.get(self.method, "sd15")
+        if self.guidance is None:
+            self.guidance = GUIDANCE_DEFAULT.get(self.method, 7.5)
         if int(self.steps) < 1:
             raise UserError(f"--steps must be at least 1, got {self.steps}")
         if self.frames is not None and int(self.frames) < 1:
@@ -75,11 +145,39 @@ class EditOptions:
             raise UserError(f"--guidance must be 0 or more, got {self.guidance}")
         if int(self.vae_chunk) < 1:
             raise UserError(f"--vae-chunk must be at least 1, got {self.vae_chunk}")
-        for name in ("method", "control", "frame_attention"):
+        if int(self.anchors) < 1:
+            raise UserError(f"--anchors must be at least 1, got {self.anchors}")
+        if int(self.chunk) < 1:
+            raise UserError(f"--chunk must be at least 1, got {self.chunk}")
+        if float(self.image_guidance) < 0:
+            raise UserError(f"--image-guidance must be 0 or more, got {self.image_guidance}")
+        if self.method == "i2v":
+            self._validate_i2v()
+        for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip"):
             choices = EditOptions.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         return self
+
+    def _validate_i2v(self) -> None:
+        if self.first_frame is None and self.first_frame_editor is None:
+            raise UserError("method i2v needs an edited first frame: --first-frame PATH, or "
+                            "--first-frame-editor ip2p --instruction TEXT")
+        if self.first_frame is not None and self.first_frame_editor is not None:
+            raise UserError("give either --first-frame or --first-frame-editor, not both")
+        if self.first_frame is not None and not Path(str(self.first_frame)).is_file():
+            raise UserError(f"first frame not found: {self.first_frame}")
+        if int(self.inversion_steps) < 1:
+            raise UserError(f"--inversion-steps must be at least 1, got {self.inversion_steps}")
+        if not 0 <= int(self.start_step) < int(self.steps):
+            raise UserError(f"--start-step must be in [0, --steps), got {self.start_step}")
+        for name in ("tau_conv", "tau_sa", "tau_ta"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if int(self.chunk_frames) < 2:
+            raise UserError(f"--chunk-frames must be at least 2, got {self.chunk_frames}")
+        if not 1 <= int(self.chunk_overlap) < int(self.chunk_frames):
+            raise UserError(f"--chunk-overlap must be in [1, --chunk-frames), got {self.chunk_overlap}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
