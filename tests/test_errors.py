@@ -133,3 +133,27 @@ def test_pickle_weights_load_with_flag(tiny_sd, tmp_path, capsys):
                  "--steps", "2", "--size", "64", "--no-progress", "--allow-pickle"])
     assert code == 0, capsys.readouterr().err
     assert out.is_file()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["download", "sd15"], "stable-diffusion-v1-5"),
+    (["tiny-model", "sdxl", "DIR"], "sdxl"),
+])
+def test_other_commands_fail_cleanly(args, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_unavailable_device_is_a_clear_error(tiny_sd, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    out = tmp_path / "o.mp4"
+    code = main(["edit", str(_clip(tmp_path)), "--model", str(tiny_sd), "--prompt", "a cat", "-o", str(out),
+                 "--device", "cuda", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "CUDA" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
