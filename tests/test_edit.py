@@ -178,3 +178,14 @@ def test_eval_command_orders_clean_and_flickered(videos, tmp_path, capsys):
         results[name] = json.loads(out)["metrics"]
     assert results["clean"]["warp_error"]["value"] < results["flicker"]["warp_error"]["value"]
     assert results["clean"]["ssim"]["value"] > results["flicker"]["ssim"]["value"]
+
+
+def test_two_cli_runs_give_byte_identical_decoded_frames(tiny_sd, tmp_path, capsys):
+    outs = []
+    for name in ("first.mp4", "second.mp4"):
+        out = tmp_path / name
+        code, _, err = run_cli(["edit", _write_clip(tmp_path), "--model", tiny_sd, "--prompt", "a cat", "-o", out,
+                                "--steps", "4", "--size", "64", "--seed", "5", "--no-progress", "--no-cache"], capsys)
+        assert code == 0, err
+        outs.append(read_clip(out).frames)
+    assert outs[0].tobytes() == outs[1].tobytes()
