@@ -189,3 +189,11 @@ def test_two_cli_runs_give_byte_identical_decoded_frames(tiny_sd, tmp_path, caps
         assert code == 0, err
         outs.append(read_clip(out).frames)
     assert outs[0].tobytes() == outs[1].tobytes()
+
+
+def test_output_in_a_new_folder_is_created(tiny_sd, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "o.mp4"
+    code, _, err = run_cli(["edit", _write_clip(tmp_path), "--model", tiny_sd, "--prompt", "a cat", "-o", out,
+                            "--steps", "2", "--size", "64", "--no-progress"], capsys)
+    assert code == 0, err
+    assert out.is_file() and (out.parent / "o_run" / "edited.mp4").is_file()

@@ -105,6 +105,8 @@ def edit(video, prompt: str | None = None, method: str = "invert", output: str |
     video and its run folder are written there.
     ``regions`` (method grain): ``NAME=MASK:PROMPT`` strings, ``{name, mask, prompt}`` mappings or
     `videdit.masks.Region` objects.
+    ``first_frame_editor`` (method i2v) may be any callable ``PIL.Image -> PIL.Image``: it edits the
+    source's first frame (`videdit.editors`).
     """
     loaded = None
     if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -240,6 +242,7 @@ def _write_outputs_to(res: EditResult, out_path: Path, opts: EditOptions, handle
     from .video import side_by_side, write_video
 
     tmp_run = None
+    out_path.parent.mkdir(parents=True, exist_ok=True)  # checked creatable before the edit started
     if opts.run_folder:
         final_run = run_folder_for(out_path)
         tmp_run = Path(tempfile.mkdtemp(prefix=final_run.name + ".tmp-", dir=out_path.parent))

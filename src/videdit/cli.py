@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="also fetch pickle weights where no safetensors exist")
 
     p = sub.add_parser("tiny-model", help="write a random-weight model of the real classes (for tests)")
-    p.add_argument("kind", help="sd15, ip2p or clip")
+    p.add_argument("kind", help="sd15, ip2p, i2vgen-xl or clip")
     p.add_argument("dir", help="output folder")
     p.add_argument("--with-controlnet", action="store_true", help="also write a tiny ControlNet (sd15)")
     p.add_argument("--seed", type=int, default=0)
@@ -99,6 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=None, help="image size (default: the model's native size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("demo", help="edit a ShapesWorld clip with the bundled models and judge it (no download)")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--method", default="auto", help="auto (best available), grain or invert")
+    p.add_argument("--model", default="shapes-sd")
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("bench", help="benchmarks of meaning")
+    bench = p.add_subparsers(dest="suite", required=True)
+    b = bench.add_parser("shapes", help="the ShapesWorld edit suite, judged by the oracle")
+    b.add_argument("--methods", nargs="+", help="methods to run (default: every method available)")
+    b.add_argument("--tasks", nargs="+", help="task names to run (default: all)")
+    b.add_argument("--steps", type=int, default=30)
+    b.add_argument("--frames", type=int, default=16)
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("presets", help="list model presets")
     return parser
@@ -167,6 +185,26 @@ def cmd_finetune_equivariant(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    _quiet_libraries(False)
+    out, lines = run_demo(args.out, args.method, args.model, args.frames, args.steps, args.seed, args.overwrite)
+    print("\n".join(lines))
+    print(f"wrote {out}/ (source, edited, side_by_side mp4 and gif, masks, verdict.txt)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_rows, run_suite, to_json
+
+    _quiet_libraries(False)
+    rows = run_suite(args.methods, steps=args.steps, frames=args.frames, only=args.tasks,
+                     progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
+    print(to_json(rows) if args.json else format_rows(rows))
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .models import PRESETS
 
@@ -176,7 +214,7 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "eval": cmd_eval,
-            "finetune-equivariant": cmd_finetune_equivariant,
+            "finetune-equivariant": cmd_finetune_equivariant, "demo": cmd_demo, "bench": cmd_bench,
             "presets": cmd_presets}
 
 

@@ -89,8 +89,8 @@ class EditOptions:
                                   "1 - |region|/(F^2 hw) as the original code", choices=("clip", "frames2"))
     layout_factors: str = _opt("2,4,8", "grain: UNet levels with ST-Layout attention, as latent downsampling "
                                "factors (SD 1.5 at 512 px: 2,4,8 = 32x32, 16x16, 8x8)")
-    layout_background: bool = _opt(True, "grain: pixels outside every region mask form a background region "
-                                   "in self-attention")
+    layout_background: bool = _opt(True, "add a background region of the pixels outside every mask "
+                                   "(grain; it takes part in self-attention only)")
     blend_from: float = _opt(0.0, "grain: from this fraction of the editing steps on, keep the source latents "
                              "outside the union of region masks (1: no blending)")
     inject_steps: int = _opt(0, "grain: inject the source's residual features and self-attention queries/keys "
@@ -167,6 +167,10 @@ class EditOptions:
             raise UserError("give either --first-frame or --first-frame-editor, not both")
         if self.first_frame is not None and not Path(str(self.first_frame)).is_file():
             raise UserError(f"first frame not found: {self.first_frame}")
+        if self.first_frame_editor is not None:
+            from .editors import check_editor_name
+
+            check_editor_name(str(self.first_frame_editor))
         if int(self.inversion_steps) < 1:
             raise UserError(f"--inversion-steps must be at least 1, got {self.inversion_steps}")
         if not 0 <= int(self.start_step) < int(self.steps):

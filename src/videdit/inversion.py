@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .diffusion import ddim_loop, make_scheduler, predict_noise
+from .diffusion import NoiseFn, ddim_loop, make_scheduler, predict_noise
 from .models import DiffusionModel
 
 log = logging.getLogger("videdit")
@@ -96,14 +96,17 @@ def _save(path: Path, latents: torch.Tensor) -> None:
 @torch.no_grad()
 def invert(model: DiffusionModel, z0: torch.Tensor, source_emb: torch.Tensor, steps: int,
            control: torch.Tensor | None = None, control_scale: float = 1.0, progress: bool = True,
-           cross_attention_kwargs: dict | None = None) -> torch.Tensor:
+           cross_attention_kwargs: dict | None = None, noise_fn: NoiseFn | None = None) -> torch.Tensor:
     """z_0 -> [z_0, z_1, ..., z_N] with DDIMInverseScheduler, guidance 1, under ``source_emb`` (F, L, D).
 
     The caller installs the same attention processors (cross-frame attention) as the edit uses.
+    ``noise_fn(x, t, i)`` replaces the SD UNet call for models with other conditioning (method i2v).
     """
     scheduler = make_scheduler(model, steps, inverse=True)
 
     def eps(x, t, i):
+        if noise_fn is not None:
+            return noise_fn(x, t, i)
         return predict_noise(model, x, t, source_emb, None, 1.0, control, control_scale, cross_attention_kwargs)
 
     kept = ddim_loop(eps, z0, scheduler, scheduler.timesteps, desc="inversion", progress=progress, keep=True)
@@ -115,8 +118,10 @@ def invert(model: DiffusionModel, z0: torch.Tensor, source_emb: torch.Tensor, st
 def invert_cached(model: DiffusionModel, frames: np.ndarray, z0: torch.Tensor, source_prompt: str,
                   source_emb: torch.Tensor, steps: int, control_name: str, control: torch.Tensor | None,
                   control_scale: float = 1.0, use_cache: bool = True, progress: bool = True,
-                  extra_key: dict | None = None) -> Trajectory:
-    """`invert`, reading and writing the on-disk cache unless ``use_cache`` is False."""
+                  extra_key: dict | None = None, noise_fn: NoiseFn | None = None) -> Trajectory:
+    """`invert`, reading and writing the on-disk cache unless ``use_cache`` is False.
+
+    With ``noise_fn`` (see `invert`), ``extra_key`` must name everything else it depends on."""
     path = None
     if use_cache:
         key = cache_key(frames, model, source_prompt, steps, control_name,
@@ -127,7 +132,7 @@ def invert_cached(model: DiffusionModel, frames: np.ndarray, z0: torch.Tensor, s
             if latents is not None and latents.shape[0] == steps + 1 and latents.shape[1:] == z0.shape:
                 log.info("inversion: loaded from cache %s (skipped %d inversion steps)", path, steps)
                 return Trajectory(latents.to(model.device, model.dtype), steps, from_cache=True)
-    latents = invert(model, z0, source_emb, steps, control, control_scale, progress)
+    latents = invert(model, z0, source_emb, steps, control, control_scale, progress, noise_fn=noise_fn)
     if path is not None:
         try:
             _save(path, latents)

@@ -38,6 +38,7 @@ PRESETS: dict[str, Preset] = {
     "clip-l14": Preset("openai/clip-vit-large-patch14", "clip", "CLIP ViT-L/14 (metrics)"),
     "shapes-sd": Preset(str(PACKAGE_WEIGHTS / "shapes-sd"), "sd", "ShapesWorld text-to-image (ships with videdit)"),
     "shapes-ip2p": Preset(str(PACKAGE_WEIGHTS / "shapes-ip2p"), "ip2p", "ShapesWorld instruction editor (ships with videdit)"),
+    "shapes-i2v": Preset(str(PACKAGE_WEIGHTS / "shapes-i2v"), "i2v", "ShapesWorld image-to-video (ships with videdit)"),
 }
 
 CONTROL_PRESETS = {"canny": "canny", "depth": "depth", "openpose": "openpose"}

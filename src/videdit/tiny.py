@@ -22,7 +22,7 @@ circle square triangle star shape object background grass sand sky night brick m
 spiderman polar bear shirt hat painting watercolor watercolour style photo video of van gogh
 make turn change replace put it look like bright dark cartoon anime""".split()
 
-KINDS = ("sd15", "ip2p")
+KINDS = ("sd15", "ip2p", "i2vgen-xl")
 
 
 def tiny_unet_config(in_channels: int = 4) -> dict:
@@ -71,10 +71,14 @@ def _build(kind: str, seed: int, with_controlnet: bool):
 
 def write_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, with_controlnet: bool = False,
                      overwrite: bool = False) -> Path:
-    """Write a random-weight model of ``kind`` ("sd15" or "ip2p") in diffusers layout to ``out_dir``."""
+    """Write a random-weight model of ``kind`` ("sd15", "ip2p" or "i2vgen-xl") in diffusers layout to ``out_dir``."""
     from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
+    if kind == "i2vgen-xl":
+        if with_controlnet:
+            raise UserError("--with-controlnet is only for sd15 tiny models")
+        return write_tiny_i2v(out_dir, seed, overwrite)
     if kind not in KINDS:
         raise UserError(f"unknown tiny model kind {kind!r}: use one of {', '.join(KINDS)}")
     if with_controlnet and kind != "sd15":
@@ -95,4 +99,67 @@ def write_tiny_model(kind: str, out_dir: str | Path, seed: int = 0, with_control
     pipe.save_pretrained(out, safe_serialization=True)
     if controlnet is not None:
         controlnet.save_pretrained(out / "controlnet", safe_serialization=True)
+    return out
+
+
+# --- tiny I2VGen-XL (method i2v) -------------------------------------------------------------------
+
+# The scheduler of ali-vilab/i2vgen-xl: DDIM with v-prediction and betas rescaled to zero terminal SNR.
+I2V_SCHEDULER = dict(beta_start=0.0001, beta_end=0.02, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                     prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True,
+                     steps_offset=1, timestep_spacing="leading")
+
+
+def tiny_i2v_unet_config() -> dict:
+    """I2VGen-XL-shaped 3D UNet: 4 levels, 2 layers per block (so up_blocks[1..3] hold the three
+    attentions that method i2v injects into), cross-attention width 32."""
+    return dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
+                block_out_channels=(16, 16, 32, 32), norm_num_groups=8, cross_attention_dim=32,
+                attention_head_dim=2)
+
+
+def write_tiny_i2v(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+    """A random-weight I2VGen-XL of the real classes (I2VGenXLUNet, AutoencoderKL, CLIP text and
+    vision encoders, CLIPImageProcessor, DDIM), saved in diffusers layout with ``model_index.json``."""
+    import json
+
+    import diffusers
+    from diffusers import DDIMScheduler, I2VGenXLUNet
+    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+
+    from .metrics import image_processor_class
+
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} exists and is not empty; pass --overwrite to replace its files")
+    _, vae, _, _, _, _ = _build("sd15", seed, False)  # the tiny VAE, with unit-variance latents
+    torch.manual_seed(seed)
+    unet = I2VGenXLUNet(**tiny_i2v_unet_config())
+    with torch.no_grad():  # a gentle output head, as for the tiny SD UNet (see _build)
+        unet.conv_out.weight.mul_(0.1)
+        unet.conv_out.bias.mul_(0.1)
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(WORDS, out / "tokenizer"))
+    dim = unet.config.cross_attention_dim
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=dim,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, projection_dim=dim))
+    processor = image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    image_encoder.save_pretrained(out / "image_encoder", safe_serialization=True)
+    processor.save_pretrained(out / "feature_extractor")
+    DDIMScheduler(**I2V_SCHEDULER).save_pretrained(out / "scheduler")
+    index = {"_class_name": "I2VGenXLPipeline", "_diffusers_version": diffusers.__version__,
+             "feature_extractor": ["transformers", "CLIPImageProcessor"],
+             "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+             "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "I2VGenXLUNet"],
+             "vae": ["diffusers", "AutoencoderKL"]}
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return out

@@ -21,4 +21,13 @@ def get_method(name: str):
     if name == "invert":
         from .invert import run
         return run
+    if name == "anchor":
+        from .anchor import run
+        return run
+    if name == "grain":
+        from .grain import run
+        return run
+    if name == "i2v":
+        from .i2v import run
+        return run
     raise UserError(f"method {name!r} is not available yet in this version of videdit (available: invert)")

@@ -1,0 +1,63 @@
+"""Quality bars of the ShapesWorld models (issue 3), measured on held-out draws; prints a table.
+
+    python benchmarks/shapes_quality.py                       # committed weights, full sizes
+    python benchmarks/shapes_quality.py --n-sd 50 --n-ip2p 50 # quicker
+    python benchmarks/shapes_quality.py --sd runs/shapes/sd/pipeline --json
+
+DDIM inversion + regeneration PSNR is measured with the project's inversion code, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from videdit.shapes import evaluate, weights_path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sd", type=Path, default=weights_path("shapes-sd"))
+    ap.add_argument("--ip2p", type=Path, default=weights_path("shapes-ip2p"))
+    ap.add_argument("--n-vae", type=int, default=500)
+    ap.add_argument("--n-sd", type=int, default=300)
+    ap.add_argument("--n-ip2p", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=30, help="DDIM steps for shapes-sd")
+    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    rows = []  # (measure, value, bar)
+    if (a.sd / "model_index.json").exists():
+        pipe = evaluate.load_sd(a.sd)
+        t = time.time()
+        rows.append(("vae PSNR dB (held-out %d)" % a.n_vae, evaluate.vae_score(pipe.vae, a.n_vae), ">= 30"))
+        s = evaluate.sd_scores(pipe, a.n_sd, guidance=a.guidance, steps=a.steps)
+        rows += [(f"shapes-sd colour (n={a.n_sd})", s["colour"], ">= 0.90"), ("shapes-sd shape", s["shape"], ">= 0.80"), ("shapes-sd background", s["background"], ">= 0.90")]
+        rows.append(("shapes-sd seconds", time.time() - t, ""))
+    else:
+        rows.append((f"shapes-sd: no pipeline at {a.sd}", float("nan"), ""))
+    if (a.ip2p / "model_index.json").exists():
+        pipe = evaluate.load_ip2p(a.ip2p)
+        t = time.time()
+        s = evaluate.ip2p_scores(pipe, a.n_ip2p)
+        rows.append((f"shapes-ip2p success (n={a.n_ip2p}, PSNR outside >= 25)", s["success"], ">= 0.80"))
+        rows += [(f"shapes-ip2p {k}", v, "") for k, v in s.items() if k.startswith("success_") or k.startswith("psnr")]
+        rows.append(("shapes-ip2p seconds", time.time() - t, ""))
+    else:
+        rows.append((f"shapes-ip2p: no pipeline at {a.ip2p}", float("nan"), ""))
+    if a.json:
+        print(json.dumps([{"measure": m, "value": v, "bar": b} for m, v, b in rows], indent=2))
+        return
+    width = max(len(m) for m, _, _ in rows)
+    print(f"{'measure':<{width}}  {'value':>8}  bar")
+    for m, v, b in rows:
+        print(f"{m:<{width}}  {v:8.3f}  {b}")
+
+
+if __name__ == "__main__":
+    main()

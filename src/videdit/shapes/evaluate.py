@@ -1,0 +1,79 @@
+"""Quality measures of the ShapesWorld models (issue 3's bars), on held-out draws of the world.
+
+All draws come from seeded streams at or above `train.HELD_OUT_SEED`, which training never uses.
+Models are loaded in float32 (the committed weights may be fp16; CPU kernels want float32).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from videdit.shapes import judge, world
+from videdit.shapes.train import HELD_OUT_SEED, held_out_images, vae_psnr
+
+
+def load_sd(path: str | Path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_ip2p(path: str | Path):
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(path, torch_dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def held_out_scenes(n: int, stream: int = 1) -> list[world.Scene]:
+    """Scenes of 1-2 fully visible objects (the editing tests use 1-2) from held-out stream `stream`."""
+    rng = np.random.default_rng(HELD_OUT_SEED + stream)
+    return [world.random_scene(rng, n_objects=int(rng.integers(1, 3))) for _ in range(n)]
+
+
+def held_out_triples(n: int, stream: int = 2) -> list[tuple[world.Scene, world.Edit, world.Scene]]:
+    rng = np.random.default_rng(HELD_OUT_SEED + stream)
+    return [world.random_triple(rng) for _ in range(n)]
+
+
+def vae_score(vae, n: int = 500) -> float:
+    """Mean reconstruction PSNR (dB) on `n` held-out frames."""
+    return vae_psnr(vae, held_out_images(n))
+
+
+@torch.no_grad()
+def sd_scores(pipe, n: int = 300, guidance: float = 5.0, steps: int = 30, batch: int = 25, seed: int = 0) -> dict:
+    """Oracle accuracy of text-to-image samples: fraction of objects with the asked colour and shape, of images with the asked background."""
+    scenes = held_out_scenes(n)
+    results = []
+    for i in range(0, n, batch):
+        chunk = scenes[i : i + batch]
+        g = torch.Generator().manual_seed(seed + i)
+        images = pipe([s.caption for s in chunk], num_inference_steps=steps, guidance_scale=guidance, generator=g, height=64, width=64, output_type="np").images
+        results += [judge.judge_generated((im * 255).round().astype(np.uint8), s) for im, s in zip(images, chunk)]
+    colour = [c for r in results for c in r["colour"]]
+    shape = [c for r in results for c in r["shape"]]
+    return {"n": n, "colour": float(np.mean(colour)), "shape": float(np.mean(shape)), "background": float(np.mean([r["background"] for r in results]))}
+
+
+@torch.no_grad()
+def ip2p_scores(pipe, n: int = 300, guidance: float = 5.0, image_guidance: float = 1.5, steps: int = 20, batch: int = 25, seed: int = 0, min_psnr: float = 25.0) -> dict:
+    """Fraction of held-out instruction edits the oracle accepts (asked change made, rest kept, PSNR outside >= min_psnr)."""
+    triples = held_out_triples(n)
+    verdicts = []
+    for i in range(0, n, batch):
+        chunk = triples[i : i + batch]
+        sources = [world.render(s) for s, _, _ in chunk]
+        g = torch.Generator().manual_seed(seed + i)
+        out = pipe([e.instruction for _, e, _ in chunk], image=[Image.fromarray(img) for img, _ in sources], num_inference_steps=steps, guidance_scale=guidance, image_guidance_scale=image_guidance, generator=g, output_type="np").images
+        for im, (img, masks), (_, e, t) in zip(out, sources, chunk):
+            verdicts.append((e.kind, judge.judge_edit((im * 255).round().astype(np.uint8), img, masks, t, e, min_psnr)))
+    by_kind = {k: float(np.mean([v["success"] for kk, v in verdicts if kk == k])) for k in ("recolour", "reshape", "background") if any(kk == k for kk, _ in verdicts)}
+    return {"n": n, "success": float(np.mean([v["success"] for _, v in verdicts])), "psnr_outside_median": float(np.median([v["psnr_outside"] for _, v in verdicts])), **{f"success_{k}": s for k, s in by_kind.items()}}

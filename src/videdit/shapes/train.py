@@ -1,0 +1,502 @@
+"""Train the ShapesWorld models on CPU: `python -m videdit.shapes.train KIND --out DIR --seed S --minutes M`.
+
+KIND is one of
+  vae   AutoencoderKL, 4 latent channels, 64x64 -> 16x16 (factor 4), about 1 M parameters
+  sd    text-to-image latent diffusion in the Stable Diffusion classes (needs --vae)
+  ip2p  instruction editing in the InstructPix2Pix classes, initialised from shapes-sd (needs --init)
+
+Training data is rendered on the fly by `videdit.shapes.world` from a seeded generator, so a run
+is reproducible from (seed, step count). Training stops after `--minutes` of wall time or
+`--steps` steps, whichever comes first; a checkpoint is written every few minutes and a run
+restarted with the same `--out` resumes from it.
+
+Recipe sources: latent diffusion with epsilon prediction and the SD 1.x noise schedule
+(Rombach et al. 2022); classifier-free guidance by caption dropout (Ho & Salimans 2022);
+min-SNR-gamma loss weighting (Hang et al. 2023); InstructPix2Pix conditioning and its
+dropout of text and image conditioning (Brooks et al. 2023).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from videdit.shapes import world
+
+HELD_OUT_SEED = 10**6  # evaluation draws from this stream; training seeds stay below it
+CKPT_EVERY_S = 300
+
+
+# ----------------------------------------------------------------------------- model configs (one source of truth)
+
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    block_out_channels=(16, 32, 64),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=16,
+    sample_size=64,
+    mid_block_add_attention=False,  # fully convolutional, so it can train on crops
+)
+VAE_CROP = 32  # the VAE trains on random 32x32 crops (4x cheaper per image than whole frames)
+
+UNET_CONFIG = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(32, 64, 64),
+    layers_per_block=1,
+    cross_attention_dim=64,
+    attention_head_dim=4,  # (diffusers' legacy name: the number of heads)
+    norm_num_groups=32,
+)
+
+TEXT_CONFIG = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77)
+
+# SD 1.x noise schedule; DDIM for sampling with clip_sample off (on, latent samples wash out)
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+DDIM_EXTRA = dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_images(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def lr_at(step: int, frac: float, base: float, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to 10% over the fraction `frac` of the run's budget."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def frame_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[str]]:
+    pairs = [world.random_frame(rng) for _ in range(n)]
+    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+def held_out_images(n: int) -> np.ndarray:
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    return np.stack([world.random_frame(rng)[0] for _ in range(n)])
+
+
+class Budget:
+    """Stops a run after `minutes` of wall time (counting time spent before a resume) or `steps` steps."""
+
+    def __init__(self, minutes: float, steps: int | None, elapsed: float = 0.0):
+        self.seconds, self.steps, self.start = minutes * 60, steps, time.time() - elapsed
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def frac(self, step: int) -> float:
+        by_time = self.elapsed / self.seconds
+        return max(by_time, step / self.steps) if self.steps else by_time
+
+    def done(self, step: int) -> bool:
+        return self.frac(step) >= 1.0
+
+
+def ema_update(ema: dict[str, torch.Tensor], model: torch.nn.Module, step: int, max_decay: float = 0.995) -> None:
+    """theta_ema <- d * theta_ema + (1 - d) * theta, with warm-up d = min(max_decay, (1 + step) / (10 + step))."""
+    d = min(max_decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in ema:
+                ema[name].mul_(d).add_(p.detach(), alpha=1 - d)
+
+
+def log(path: Path, **fields) -> None:
+    line = json.dumps(fields)
+    print(line, flush=True)
+    with open(path / "log.jsonl", "a") as f:
+        f.write(line + "\n")
+
+
+def save_ckpt(out: Path, state: dict) -> None:
+    tmp = out / "ckpt.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(out / "ckpt.pt")
+
+
+def load_ckpt(out: Path) -> dict | None:
+    p = out / "ckpt.pt"
+    return torch.load(p, weights_only=False) if p.exists() else None
+
+
+def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
+    """Min-SNR-gamma weight for epsilon prediction: w(t) = min(SNR(t), gamma) / SNR(t), SNR = abar / (1 - abar)."""
+    abar = alphas_cumprod[t]
+    snr = abar / (1 - abar)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+# ----------------------------------------------------------------------------- VAE
+
+def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6) -> None:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**VAE_CONFIG)
+    quiet_posterior(vae)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    ck = load_ckpt(out)
+    step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
+    if ck:
+        vae.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"])
+        step, elapsed, rng = ck["step"], ck["elapsed"], ck["rng"]
+    budget, last_ckpt = Budget(minutes, steps, elapsed), time.time()
+    vae.train()
+    while not budget.done(step):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget.frac(step), lr, warmup=100)
+        x = random_crops(to_tensor(frame_batch(rng, batch)[0]), VAE_CROP, rng)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        mse = F.mse_loss(rec, x)
+        loss = mse + 0.1 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 50 == 0:
+            log(out, kind="vae", step=step, s=round(budget.elapsed), mse=round(mse.item(), 5), psnr_train=round(10 * math.log10(4 / mse.item()), 2))
+        if time.time() - last_ckpt > CKPT_EVERY_S:
+            save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
+            last_ckpt = time.time()
+    save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
+    vae.eval()
+    scale = latent_scaling_factor(vae)
+    vae.register_to_config(scaling_factor=scale)
+    score = vae_psnr(vae, held_out_images(500))
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+    log(out, kind="vae", done=True, step=step, minutes=round(budget.elapsed / 60, 1), scaling_factor=scale, psnr_held_out=round(score, 2))
+
+
+def quiet_posterior(vae, logvar: float = -6.0) -> None:
+    """Start the posterior's log-variance at `logvar` (std ~0.05) instead of 0 (std 1).
+
+    With the tiny KL weight of latent-diffusion autoencoders the encoder only slowly learns to
+    shrink a unit-variance posterior, and until then the decoder sees mostly noise.
+    """
+    c = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[c:] = 0
+        vae.quant_conv.bias[c:] = logvar
+
+
+def random_crops(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """One random size x size crop per image, at offsets that are multiples of 4 (the latent grid)."""
+    h, w = x.shape[-2:]
+    ys = rng.integers(0, (h - size) // 4 + 1, len(x)) * 4
+    xs = rng.integers(0, (w - size) // 4 + 1, len(x)) * 4
+    return torch.stack([img[:, y : y + size, x0 : x0 + size] for img, y, x0 in zip(x, ys, xs)])
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae, n: int = 512) -> float:
+    """1 / std of posterior samples on held-in images, so scaled latents have about unit std (as SD's 0.18215)."""
+    x = to_tensor(frame_batch(np.random.default_rng(12345), n)[0])
+    z = torch.cat([vae.encode(x[i : i + 64]).latent_dist.sample() for i in range(0, n, 64)])
+    return float(1.0 / z.std())
+
+
+@torch.no_grad()
+def vae_psnr(vae, images: np.ndarray) -> float:
+    """Mean PSNR (dB) of reconstructions from the posterior mode."""
+    scores = []
+    for i in range(0, len(images), 50):
+        x = to_tensor(images[i : i + 50])
+        rec = to_images(vae.decode(vae.encode(x).latent_dist.mode()).sample)
+        scores += [psnr(a, b) for a, b in zip(rec, images[i : i + 50])]
+    return float(np.mean(scores))
+
+
+# ----------------------------------------------------------------------------- text encoder + tokenizer
+
+def make_tokenizer(dir: Path):
+    from transformers import CLIPTokenizer
+
+    from videdit.tokenizer import write_clip_tokenizer
+
+    write_clip_tokenizer(world.VOCAB, dir)
+    return CLIPTokenizer.from_pretrained(dir)
+
+
+def make_text_encoder(tokenizer, seed: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    bos = tokenizer.convert_tokens_to_ids(tokenizer.bos_token)
+    config = CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, **TEXT_CONFIG)
+    return CLIPTextModel(config)
+
+
+class TokenCache:
+    """Token ids of each distinct text, computed once (the grammar has few distinct strings)."""
+
+    def __init__(self, tokenizer):
+        self.tok, self.cache = tokenizer, {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        for t in set(texts) - set(self.cache):
+            self.cache[t] = self.tok(t, padding="max_length", max_length=self.tok.model_max_length, truncation=True, return_tensors="pt").input_ids[0]
+        return torch.stack([self.cache[t] for t in texts])
+
+
+def ddim_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**SCHEDULE, **DDIM_EXTRA)
+
+
+# ----------------------------------------------------------------------------- diffusion training (shared loop)
+
+def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None) -> int:
+    """Epsilon-prediction training with min-SNR weights, gradient clipping and EMA; returns the step count.
+
+    `sample_batch(rng, n)` returns (clean scaled latents z0, unet extra input or None, encoder_hidden_states fn input).
+    `modules` maps names to nn.Modules; those in `trainable` are optimised and EMA-averaged.
+    """
+    from diffusers import DDPMScheduler
+
+    noise_sched = DDPMScheduler(**SCHEDULE)
+    abar = noise_sched.alphas_cumprod
+    params = [p for n in trainable for p in modules[n].parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    ema = {n: {k: v.detach().clone() for k, v in modules[n].named_parameters()} for n in trainable}
+    step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
+    ck = load_ckpt(out)
+    if ck:
+        for n in trainable:
+            modules[n].load_state_dict(ck["models"][n])
+        opt.load_state_dict(ck["opt"])
+        ema, step, elapsed, rng = ck["ema"], ck["step"], ck["elapsed"], ck["rng"]
+    gen = torch.Generator().manual_seed(seed + step)
+    budget, last_ckpt = Budget(minutes, steps, elapsed), time.time()
+
+    def checkpoint():
+        save_ckpt(out, dict(models={n: modules[n].state_dict() for n in trainable}, ema=ema, opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
+
+    for n in trainable:
+        modules[n].train()
+    running = []
+    while not budget.done(step):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget.frac(step), lr)
+        z0, extra, hidden = sample_batch(rng, batch)
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (z0.shape[0],), generator=gen)
+        zt = noise_sched.add_noise(z0, noise, t)  # z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
+        unet_in = zt if extra is None else torch.cat([zt, extra], 1)
+        eps = modules["unet"](unet_in, t, encoder_hidden_states=hidden).sample
+        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (min_snr_weight(abar, t) * per_sample).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for n in trainable:
+            ema_update(ema[n], modules[n], step)
+        step += 1
+        running.append(loss.item())
+        if step % 50 == 0:
+            log(out, kind=kind, step=step, s=round(budget.elapsed), loss=round(float(np.mean(running)), 4), lr=opt.param_groups[0]["lr"])
+            running = []
+        if time.time() - last_ckpt > CKPT_EVERY_S:
+            checkpoint()
+            last_ckpt = time.time()
+            if on_ckpt:
+                on_ckpt(ema, step)
+    checkpoint()
+    with torch.no_grad():  # EMA weights are the ones we ship
+        for n in trainable:
+            for k, p in modules[n].named_parameters():
+                p.copy_(ema[n][k])
+            modules[n].eval()
+    log(out, kind=kind, done=True, step=step, minutes=round(budget.elapsed / 60, 1))
+    return step
+
+
+def save_pipeline(pipe, out: Path, name: str) -> None:
+    """Write fp32 and fp16 copies of a diffusers pipeline folder (temporary name, then rename)."""
+    for suffix, dtype in (("", torch.float32), ("-fp16", torch.float16)):
+        dest = out / f"{name}{suffix}"
+        tmp = out / f".{name}{suffix}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipe.to(dtype).save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    pipe.to(torch.float32)
+
+
+# ----------------------------------------------------------------------------- shapes-sd
+
+def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: Path, batch: int = 32, lr: float = 6e-4, drop_caption: float = 0.1) -> None:
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+    tokenizer = make_tokenizer(out / "tokenizer-src")
+    text_encoder = make_text_encoder(tokenizer, seed)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**UNET_CONFIG)
+    tokens = TokenCache(tokenizer)
+    scale = vae.config.scaling_factor
+
+    def sample_batch(rng, n):
+        images, captions = frame_batch(rng, n)
+        captions = ["" if rng.random() < drop_caption else c for c in captions]  # for classifier-free guidance
+        with torch.no_grad():
+            z0 = vae.encode(to_tensor(images)).latent_dist.sample() * scale
+        hidden = text_encoder(tokens(captions))[0]
+        return z0, None, hidden
+
+    modules = dict(unet=unet, text_encoder=text_encoder)
+
+    def snapshot(ema, step):
+        build = lambda: StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build)
+
+    n_steps = diffusion_loop(out, "sd", modules, ["unet", "text_encoder"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=snapshot)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    save_pipeline(pipe, out, "pipeline")
+    log(out, kind="sd", saved=str(out / "pipeline"), steps=n_steps)
+
+
+def _save_ema_snapshot(out: Path, name: str, modules: dict, ema: dict, build) -> None:
+    """Save a loadable pipeline with the current EMA weights (then restore the training weights)."""
+    backup = {n: {k: p.detach().clone() for k, p in modules[n].named_parameters()} for n in ema}
+    with torch.no_grad():
+        for n in ema:
+            for k, p in modules[n].named_parameters():
+                p.copy_(ema[n][k])
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build().save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(out / name, ignore_errors=True)
+        tmp.rename(out / name)
+        for n in ema:
+            for k, p in modules[n].named_parameters():
+                p.copy_(backup[n][k])
+
+
+# ----------------------------------------------------------------------------- shapes-ip2p
+
+def triple_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    src, tgt, text = [], [], []
+    for _ in range(n):
+        s, e, t = world.random_triple(rng)
+        src.append(world.render(s)[0]), tgt.append(world.render(t)[0]), text.append(e.instruction)
+    return np.stack(src), np.stack(tgt), text
+
+
+def ip2p_unet_from(sd_unet):
+    """The shapes-sd UNet with 8 input channels: noisy latent + source-image latent, new channels zero-initialised."""
+    from diffusers import UNet2DConditionModel
+
+    config = dict(sd_unet.config)
+    config["in_channels"] = 8
+    unet = UNet2DConditionModel.from_config(config)
+    state = sd_unet.state_dict()
+    w = state["conv_in.weight"]
+    state["conv_in.weight"] = torch.cat([w, torch.zeros_like(w)], 1)
+    unet.load_state_dict(state)
+    return unet
+
+
+def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05) -> None:
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+
+    sd = StableDiffusionPipeline.from_pretrained(init_dir, torch_dtype=torch.float32)
+    vae = sd.vae.eval().requires_grad_(False)
+    text_encoder = sd.text_encoder.eval().requires_grad_(False)  # shared with shapes-sd, frozen
+    unet = ip2p_unet_from(sd.unet)
+    tokens = TokenCache(sd.tokenizer)
+    scale = vae.config.scaling_factor
+    with torch.no_grad():
+        empty = text_encoder(tokens([""]))[0]
+
+    def sample_batch(rng, n):
+        src, tgt, text = triple_batch(rng, n)
+        with torch.no_grad():
+            z0 = vae.encode(to_tensor(tgt)).latent_dist.sample() * scale
+            # the IP2P pipeline conditions on the unscaled posterior mode of the source image
+            zc = vae.encode(to_tensor(src)).latent_dist.mode()
+            hidden = text_encoder(tokens(text))[0]
+        # InstructPix2Pix dropout: u < 2p drops the text, p <= u < 3p drops the image (both for p <= u < 2p)
+        u = torch.from_numpy(rng.random(n)).float()
+        drop_text = (u < 2 * p_drop)[:, None, None]
+        drop_image = ((u >= p_drop) & (u < 3 * p_drop))[:, None, None, None]
+        hidden = torch.where(drop_text, empty.expand_as(hidden), hidden)
+        zc = torch.where(drop_image, torch.zeros_like(zc), zc)
+        return z0, zc, hidden
+
+    modules = dict(unet=unet)
+
+    def build():
+        return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build))
+    save_pipeline(build(), out, "pipeline")
+    log(out, kind="ip2p", saved=str(out / "pipeline"), steps=n_steps)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model on CPU.")
+    ap.add_argument("kind", choices=["vae", "sd", "ip2p"])
+    ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, and the result: vae/ or pipeline/ + pipeline-fp16/)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this run")
+    ap.add_argument("--steps", type=int, default=None, help="optional step budget (whichever comes first)")
+    ap.add_argument("--batch", type=int, default=None, help="default: 16 crops for vae, 32 for sd and ip2p")
+    ap.add_argument("--vae", type=Path, help="sd: folder of the trained AutoencoderKL (RUN/vae)")
+    ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from")
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.seed >= HELD_OUT_SEED:
+        ap.error(f"--seed must be below {HELD_OUT_SEED} (that stream is held out for evaluation)")
+    if a.kind == "vae":
+        train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16)
+    elif a.kind == "sd":
+        if not a.vae:
+            ap.error("sd needs --vae DIR (the vae/ folder written by the vae run)")
+        train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32)
+    else:
+        if not a.init:
+            ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
+        train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32)
+
+
+if __name__ == "__main__":
+    main()

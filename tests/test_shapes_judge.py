@@ -1,0 +1,77 @@
+"""The ShapesWorld oracle is near perfect on clean renders."""
+
+import numpy as np
+
+from videdit.shapes import judge as J
+from videdit.shapes import world as w
+
+
+def _scenes(n, seed):
+    rng = np.random.default_rng(seed)
+    return [w.random_scene(rng) for _ in range(n)]
+
+
+def test_colour_classes_of_named_colours():
+    for name, rgb in w.COLOURS.items():
+        assert J.colour_class(rgb) == name
+
+
+def test_with_masks_near_perfect():
+    col = shp = bg = n = 0
+    scenes = _scenes(30, 11)
+    for s in scenes:
+        img, masks = w.render(s)
+        objs, b = J.judge_frame(img, masks)
+        bg += b == s.background
+        for v, o, m in zip(objs, s.objects, masks):
+            if m.sum() < 0.5 * np.pi * (o.size * 64) ** 2:  # mostly occluded objects are not judged on shape
+                continue
+            n += 1
+            col += v.colour == o.colour
+            shp += v.shape == o.shape
+    assert col / n >= 0.98 and shp / n >= 0.95 and bg == len(scenes)
+
+
+def test_locate_by_colour_near_perfect():
+    col = shp = n = bg = 0
+    scenes = _scenes(30, 12)
+    for s in scenes:
+        r = J.judge_generated(w.render(s)[0], s)
+        n += len(s.objects)
+        col += sum(r["colour"])
+        shp += sum(r["shape"])
+        bg += r["background"]
+    assert col / n >= 0.97 and shp / n >= 0.9 and bg == len(scenes)
+
+
+def test_psnr_outside_ignores_the_region():
+    s = w.Scene((w.Obj("circle", "red", 0.5, 0.5, 0.15),), "sand", 2)
+    src, masks = w.render(s)
+    edited = src.copy()
+    edited[masks[0]] = w.COLOURS["blue"]
+    assert J.psnr_outside(edited, src, masks[0]) > 60
+    assert J.psnr(edited, src) < 25
+
+
+def test_stability_of_a_clean_panning_clip():
+    spec = w.ClipSpec(
+        w.Scene((w.Obj("square", "orange", 0.3, 0.4, 0.12),), "grass", 3),
+        (w.Motion("linear", 0.02, 0.01),), n_frames=8, pan=0.01,
+    )
+    clip = w.render_clip(spec)
+    st = J.stability(clip.frames, clip.masks, clip.pan_px)
+    assert st["object_delta_e"][0] < 1.0
+    assert st["background_psnr"] > 35
+    flicker = clip.frames.copy()
+    flicker[1::2] = np.clip(flicker[1::2].astype(int) + 30, 0, 255)
+    assert J.stability(flicker, clip.masks, clip.pan_px)["background_psnr"] < 25
+
+
+def test_judge_edit_success_and_failure():
+    rng = np.random.default_rng(4)
+    for kind in ("recolour", "reshape", "background"):
+        src, edit, tgt = w.random_triple(rng, kind=kind)
+        s_img, masks = w.render(src)
+        t_img, _ = w.render(tgt)
+        assert J.judge_edit(t_img, s_img, masks, tgt, edit)["success"], (kind, edit)
+        assert not J.judge_edit(s_img, s_img, masks, tgt, edit)["success"]

@@ -1,0 +1,103 @@
+"""ShapesWorld scenes, clips and instruction triples: seeded, consistent ground truth."""
+
+import numpy as np
+import pytest
+
+from videdit.shapes import world as w
+
+
+def test_named_colours_shapes_backgrounds():
+    assert set(w.COLOURS) == {"red", "green", "blue", "yellow", "purple", "orange", "white", "black"}
+    assert set(w.SHAPES) == {"circle", "square", "triangle", "star"}
+    assert len(w.BACKGROUNDS) >= 5
+
+
+@pytest.mark.parametrize("name", w.BACKGROUNDS)
+def test_backgrounds_are_textured_not_flat(name):
+    bg = w.render_background(name, 3, 64, 64)
+    assert bg.shape == (64, 64, 3)
+    assert 2.0 < bg.std(axis=(0, 1)).max() < 40.0  # textured, but low-contrast
+
+
+def test_same_seed_same_scene_and_pixels():
+    a = w.random_scene(np.random.default_rng(5))
+    b = w.random_scene(np.random.default_rng(5))
+    assert a == b
+    np.testing.assert_array_equal(w.render(a)[0], w.render(b)[0])
+
+
+def test_render_masks_match_objects():
+    scene = w.Scene((w.Obj("circle", "red", 0.3, 0.5, 0.15), w.Obj("square", "blue", 0.7, 0.5, 0.15)), "grass", 1)
+    img, masks = w.render(scene)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and masks.shape == (2, 64, 64)
+    assert np.allclose(img[masks[0]].mean(0), w.COLOURS["red"], atol=8)
+    assert np.allclose(img[masks[1]].mean(0), w.COLOURS["blue"], atol=8)
+    area = masks[0].sum() / (np.pi * (0.15 * 64) ** 2)
+    assert 0.9 < area < 1.1
+
+
+def test_larger_render_is_the_same_picture():
+    scene = w.random_scene(np.random.default_rng(2))
+    small, _ = w.render(scene, 64)
+    big, _ = w.render(scene, 256)
+    down = big.reshape(64, 4, 64, 4, 3).mean((1, 3))
+    assert np.abs(down - small).mean() < 8
+
+
+def test_caption_grammar():
+    s = w.Scene((w.Obj("square", "blue", 0.7, 0.5, 0.1), w.Obj("circle", "red", 0.2, 0.5, 0.1)), "grass", 0)
+    assert w.caption(s) == "a red circle and a blue square on grass"
+    s3 = w.Scene(s.objects + (w.Obj("star", "orange", 0.9, 0.2, 0.1),), "sand", 0)
+    assert w.caption(s3) == "a red circle, a blue square and an orange star on sand"
+    assert set(w.caption(s3).replace(",", "").split()) <= set(w.VOCAB)
+
+
+def test_clip_ground_truth_motion_and_pan():
+    obj = w.Obj("circle", "yellow", 0.3, 0.5, 0.12)
+    spec = w.ClipSpec(w.Scene((obj,), "sky", 4), (w.Motion("linear", 0.02, 0.0),), n_frames=8, pan=0.01)
+    clip = w.render_clip(spec)
+    assert clip.frames.shape == (8, 64, 64, 3) and clip.masks.shape == (8, 1, 64, 64)
+    for t in range(8):  # mask centroid follows the ground-truth centroid (object moves 0.02, camera 0.01 per frame)
+        ys, xs = np.nonzero(clip.masks[t, 0])
+        assert abs(xs.mean() + 0.5 - clip.centroids[t, 0, 0]) < 0.6
+    assert np.allclose(np.diff(clip.centroids[:, 0, 0]), 0.01 * 64, atol=1e-6)
+    assert np.allclose(np.diff(clip.pan_px), 0.01 * 64)
+
+
+def test_bounce_stays_inside_and_grow_changes_size():
+    o = w.Obj("square", "red", 0.8, 0.5, 0.1)
+    xs = [w.state_at(o, w.Motion("bounce", 0.05, 0.0), t).cx for t in range(40)]
+    assert min(xs) >= 0.1 - 1e-9 and max(xs) <= 0.9 + 1e-9 and max(xs) - min(xs) > 0.5
+    assert w.state_at(o, w.Motion("grow", grow=0.004), 10).size == pytest.approx(0.14)
+
+
+def test_random_clips_render():
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        clip = w.render_clip(w.random_clip(rng, n_frames=6))
+        assert clip.frames.shape[0] == 6 and clip.masks.shape[1] == len(clip.spec.scene.objects)
+
+
+def test_instruction_triples():
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(30):
+        src, edit, tgt = w.random_triple(rng)
+        kinds.add(edit.kind)
+        assert set(edit.instruction.split()) <= set(w.VOCAB)
+        if edit.kind == "recolour":
+            assert tgt.objects[edit.index].colour == edit.value != src.objects[edit.index].colour
+            assert edit.instruction == f"make the {src.objects[edit.index].shape} {edit.value}"
+        elif edit.kind == "reshape":
+            assert tgt.objects[edit.index].shape == edit.value
+            assert edit.instruction.startswith(f"turn the {src.objects[edit.index].shape} into")
+        else:
+            assert tgt.background == edit.value and edit.instruction == f"put it on {edit.value}"
+            assert tgt.objects == src.objects and tgt.bg_seed == src.bg_seed
+    assert kinds == {"recolour", "reshape", "background"}
+
+
+def test_training_frames_have_captions():
+    rng = np.random.default_rng(0)
+    img, cap = w.random_frame(rng)
+    assert img.shape == (64, 64, 3) and " on " in cap
