@@ -30,4 +30,4 @@ def get_method(name: str):
     if name == "i2v":
         from .i2v import run
         return run
-    raise UserError(f"method {name!r} is not available yet in this version of videdit (available: invert)")
+    raise UserError(f"unknown method {name!r}: use one of invert, grain, anchor, i2v")
