@@ -32,3 +32,15 @@ def videos() -> Path:
     if not VIDEOS.is_dir():
         pytest.skip(f"sample videos not found at {VIDEOS}")
     return VIDEOS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models are latency-bound: one torch thread is several times faster than two on a
+    busy 2-core machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

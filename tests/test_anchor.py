@@ -18,13 +18,7 @@ from videdit.errors import UserError
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "videdit" / "shapes" / "weights" / "shapes-ip2p"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; on a busy 2-core machine more threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ FAST = ["--frames", "8", "--size", "64", "--steps", "4", "--inversion-steps", "8
 EDITED = "man-walking-edited-first-frame/turn-him-into-an-astronaut.png"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny 3D UNet is latency-bound: one thread is several times faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
