@@ -40,8 +40,81 @@ def flicker(frames: np.ndarray, amount: float = 0.2, seed: int = 0) -> np.ndarra
     return np.clip(frames.astype(np.float32) * gain[:, None, None, None], 0, 255).astype(np.uint8)
 
 
-# name -> function of the source frames; methods of videdit are added here, each on tiny models.
-METHODS: dict[str, Method] = {"identity": identity, "flicker": flicker}
+_TMP = None
+
+
+def _tmp() -> Path:
+    """A folder for the tiny models and masks of this run, removed at exit."""
+    global _TMP
+    if _TMP is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        _TMP = Path(tempfile.mkdtemp(prefix="videdit-consistency-"))
+        atexit.register(shutil.rmtree, _TMP, True)
+    return _TMP
+
+
+def _tiny(kind: str) -> str:
+    from videdit.tiny import write_tiny_model
+
+    folder = _tmp() / f"tiny-{kind}"
+    if not folder.exists():
+        write_tiny_model(kind, folder)
+    return str(folder)
+
+
+COMMON = dict(steps=10, progress=False, reconstruction=False, no_cache=True)
+
+
+def invert(frames: np.ndarray) -> np.ndarray:
+    from videdit import edit
+
+    return edit(frames, "a robot running", method="invert", model=_tiny("sd15"), size=max(frames.shape[1:3]),
+                source_prompt="a woman running", **COMMON).frames
+
+
+def grain(frames: np.ndarray) -> np.ndarray:
+    """Two regions: the left half becomes a robot, the right half a beach."""
+    from PIL import Image
+
+    from videdit import edit
+
+    h, w = frames.shape[1:3]
+    masks = {}
+    for name, cols in (("left", slice(0, w // 2)), ("right", slice(w // 2, w))):
+        m = np.zeros((h, w), np.uint8)
+        m[:, cols] = 255
+        masks[name] = _tmp() / f"{name}.png"
+        Image.fromarray(m).save(masks[name])
+    regions = [f"person={masks['left']}:a robot", f"ground={masks['right']}:a beach"]
+    return edit(frames, "a robot running on a beach", method="grain", model=_tiny("sd15"), regions=regions,
+                size=max(frames.shape[1:3]), **COMMON).frames
+
+
+def anchor(frames: np.ndarray) -> np.ndarray:
+    from videdit import edit
+
+    return edit(frames, "make it a watercolour", method="anchor", model=_tiny("ip2p"), size=max(frames.shape[1:3]),
+                progress=False, reconstruction=False).frames
+
+
+def i2v(frames: np.ndarray) -> np.ndarray:
+    """The first frame mirrored, as a stand-in for an image editor's output."""
+    from PIL import Image
+
+    from videdit import edit
+
+    return edit(frames, "a robot running", method="i2v", model=_tiny("i2vgen-xl"), size=max(frames.shape[1:3]),
+                first_frame_editor=lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), inversion_steps=10,
+                **COMMON).frames
+
+
+# name -> function of the source frames; videdit's methods run on tiny random-weight models, so
+# their rows compare the methods' machinery (how much each lets frames drift apart), not quality.
+METHODS: dict[str, Method] = {"identity": identity, "flicker": flicker, "invert": invert, "grain": grain,
+                              "anchor": anchor, "i2v": i2v}
 
 
 def timed(method: Method, frames: np.ndarray) -> tuple[np.ndarray, float]:

@@ -27,7 +27,7 @@ def encode_text(model: DiffusionModel, prompts: list[str]) -> torch.Tensor:
 
 def frames_to_tensor(frames: np.ndarray, device, dtype) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, 3, H, W) in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    x = torch.as_tensor(np.array(frames, copy=True)).permute(0, 3, 1, 2)  # copy: inputs may be read-only views
     return (x.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
 
 
