@@ -247,6 +247,9 @@ def _write_outputs_to(res: EditResult, out_path: Path, opts: EditOptions, handle
         final_run = run_folder_for(out_path)
         tmp_run = Path(tempfile.mkdtemp(prefix=final_run.name + ".tmp-", dir=out_path.parent))
         tmp_holder.append(tmp_run)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp_run.chmod(0o777 & ~umask)  # mkdtemp makes it private; the run folder is an ordinary folder
         write_video(tmp_run / "source.mp4", res.source, res.fps)
         write_video(tmp_run / "edited.mp4", res.edited_working, res.fps)
         for name, clip in res.extras.items():
