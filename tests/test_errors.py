@@ -68,6 +68,8 @@ CASES = {
         ["edit", _clip(t), "--model", _pickle_only_model(m, t), "--prompt", "a cat"], "--allow-pickle"),
     "hub model not downloaded, offline": lambda t, m: (
         ["edit", _clip(t), "--model", "sd15", "--prompt", "a cat"], "videdit download sd15"),
+    "attention chunk 0": lambda t, m: (["edit", _clip(t), "--model", m, "--prompt", "a cat", "--attention-chunk", "0"],
+                                       "attention-chunk"),
     "bad yaml config": lambda t, m: (["edit", _clip(t), "--config", _bad_yaml(t), "--prompt", "a cat"], "YAML"),
     "unknown control": lambda t, m: (["edit", _clip(t), "--model", m, "--prompt", "a cat", "--control", "openpose"],
                                      "openpose"),

@@ -54,3 +54,19 @@ def test_trajectory_keeps_every_step(model):
 @pytest.mark.parametrize("strength,steps,k", [(0.0, 50, 0), (1.0, 50, 50), (0.8, 50, 40), (0.5, 10, 5), (0.33, 10, 3)])
 def test_start_index(strength, steps, k):
     assert start_index(strength, steps) == k
+
+
+def test_cache_key_follows_the_weights_and_the_controlnet(tmp_path):
+    """A model rewritten in place, or another ControlNet, must not reuse a cached trajectory."""
+    from videdit.inversion import cache_key
+    from videdit.tiny import write_tiny_model
+
+    frames = np.zeros((2, 64, 64, 3), np.uint8)
+    folder = write_tiny_model("sd15", tmp_path / "m", with_controlnet=True)
+    plain, canny = load_sd(str(folder)), load_sd(str(folder), control="canny")
+    key = cache_key(frames, plain, "a cat", 10, "none")
+    assert key == cache_key(frames, load_sd(str(folder)), "a cat", 10, "none")
+    assert key != cache_key(frames, plain, "a dog", 10, "none")
+    assert cache_key(frames, canny, "a cat", 10, "canny") != key
+    write_tiny_model("sd15", folder, seed=1, with_controlnet=True, overwrite=True)
+    assert cache_key(frames, load_sd(str(folder)), "a cat", 10, "none") != key

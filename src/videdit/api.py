@@ -10,8 +10,6 @@ import dataclasses
 import logging
 import os
 import random
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -88,7 +86,9 @@ def load_input(video, opts: EditOptions):
         clip = Clip(frames=arr, fps=8.0, frame_indices=list(range(len(arr))))
     else:
         return read_clip(video, frames=opts.frames, stride=opts.stride, start=opts.start)
-    idx = list(range(opts.start, len(clip.frames), opts.stride))[: opts.frames]
+    from .video import select
+
+    idx = [i for i, _ in select(range(len(clip.frames)), opts.frames, opts.stride, opts.start)]
     if not idx:
         raise UserError("the frame selection is empty")
     return Clip(frames=clip.frames[idx], fps=clip.fps, frame_indices=[clip.frame_indices[i] for i in idx],
@@ -225,53 +225,44 @@ class _MemoryHandler(logging.Handler):
 
 
 def _write_outputs(res: EditResult, out_path: Path, opts: EditOptions, handlers) -> None:
-    """The run folder is built under a temporary name; then both it and the output are renamed into
-    place. A failure leaves neither."""
-    tmp_holder: list[Path] = []
-    try:
-        _write_outputs_to(res, out_path, opts, handlers, tmp_holder)
-    finally:
-        for tmp in tmp_holder:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    """The run folder is built under a temporary name and renamed into place after the output is
+    written (atomically); a failure before that leaves neither."""
+    import contextlib
+
+    from .fsutil import atomic_target
+    from .video import write_video
+
+    run_target = atomic_target(run_folder_for(out_path), opts.overwrite) if opts.run_folder \
+        else contextlib.nullcontext(None)
+    with run_target as tmp_run:
+        if tmp_run is not None:
+            _write_run_folder(res, out_path, opts, handlers, tmp_run)
+        write_video(out_path, res.frames, res.fps, overwrite=opts.overwrite)
 
 
-def _write_outputs_to(res: EditResult, out_path: Path, opts: EditOptions, handlers, tmp_holder: list) -> None:
+def _write_run_folder(res: EditResult, out_path: Path, opts: EditOptions, handlers, tmp_run: Path) -> None:
+    """source, edited, extras, side by side, config, info, evaluation and log of one run."""
     import yaml
 
     from .video import side_by_side, write_video
 
-    tmp_run = None
-    out_path.parent.mkdir(parents=True, exist_ok=True)  # checked creatable before the edit started
-    if opts.run_folder:
-        final_run = run_folder_for(out_path)
-        tmp_run = Path(tempfile.mkdtemp(prefix=final_run.name + ".tmp-", dir=out_path.parent))
-        tmp_holder.append(tmp_run)
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp_run.chmod(0o777 & ~umask)  # mkdtemp makes it private; the run folder is an ordinary folder
-        write_video(tmp_run / "source.mp4", res.source, res.fps)
-        write_video(tmp_run / "edited.mp4", res.edited_working, res.fps)
-        for name, clip in res.extras.items():
-            if clip.ndim == 4 and len(clip) == len(res.source):
-                write_video(tmp_run / f"{name}.mp4", clip, res.fps)
-        sbs = side_by_side(res.source, res.edited_working)
-        write_video(tmp_run / "side_by_side.mp4", sbs, res.fps)
-        write_video(tmp_run / "side_by_side.gif", sbs, res.fps)
-        config = dict(opts.to_dict(), output=str(out_path))
-        (tmp_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        info = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res.info.items()}
-        (tmp_run / "info.yaml").write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
-        if res.evaluation is not None:
-            from .evaluate import format_table, to_json
+    tmp_run.mkdir()
+    write_video(tmp_run / "source.mp4", res.source, res.fps)
+    write_video(tmp_run / "edited.mp4", res.edited_working, res.fps)
+    for name, clip in res.extras.items():
+        if clip.ndim == 4 and len(clip) == len(res.source):
+            write_video(tmp_run / f"{name}.mp4", clip, res.fps)
+    sbs = side_by_side(res.source, res.edited_working)
+    write_video(tmp_run / "side_by_side.mp4", sbs, res.fps)
+    write_video(tmp_run / "side_by_side.gif", sbs, res.fps)
+    config = dict(opts.to_dict(), output=str(out_path))
+    (tmp_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    info = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res.info.items()}
+    (tmp_run / "info.yaml").write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
+    if res.evaluation is not None:
+        from .evaluate import format_table, to_json
 
-            (tmp_run / "eval.json").write_text(to_json(res.evaluation), encoding="utf-8")
-            (tmp_run / "eval.txt").write_text(format_table(res.evaluation) + "\n", encoding="utf-8")
-        mem = next(h for h in handlers if isinstance(h, _MemoryHandler))
-        (tmp_run / "run.log").write_text("\n".join(mem.lines) + "\n", encoding="utf-8")
-    write_video(out_path, res.frames, res.fps, overwrite=opts.overwrite)
-    if tmp_run is not None:
-        final_run = run_folder_for(out_path)
-        if final_run.exists():
-            shutil.rmtree(final_run)
-        os.replace(tmp_run, final_run)
+        (tmp_run / "eval.json").write_text(to_json(res.evaluation), encoding="utf-8")
+        (tmp_run / "eval.txt").write_text(format_table(res.evaluation) + "\n", encoding="utf-8")
+    mem = next(h for h in handlers if isinstance(h, _MemoryHandler))
+    (tmp_run / "run.log").write_text("\n".join(mem.lines) + "\n", encoding="utf-8")

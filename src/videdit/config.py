@@ -143,6 +143,8 @@ class EditOptions:
             raise UserError(f"--size must be at least 64, got {self.size}")
         if float(self.guidance) < 0:
             raise UserError(f"--guidance must be 0 or more, got {self.guidance}")
+        if self.attention_chunk is not None and int(self.attention_chunk) < 1:
+            raise UserError(f"--attention-chunk must be at least 1, got {self.attention_chunk}")
         if int(self.vae_chunk) < 1:
             raise UserError(f"--vae-chunk must be at least 1, got {self.vae_chunk}")
         if int(self.anchors) < 1:

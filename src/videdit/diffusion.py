@@ -131,7 +131,7 @@ def ddim_sample(model: DiffusionModel, start: torch.Tensor, k: int, steps: int, 
                 callback=None, cross_attention_kwargs: dict | None = None) -> torch.Tensor:
     """Run the last ``k`` of ``steps`` DDIM sampling steps from ``start`` (= z_k of an inversion)."""
     scheduler = make_scheduler(model, steps)
-    timesteps = scheduler.timesteps[steps - k:] if k > 0 else scheduler.timesteps[:0]
+    timesteps = scheduler.timesteps[steps - k:]  # empty for k = 0
 
     def eps(x, t, i):
         return predict_noise(model, x, t, cond, uncond, guidance, control, control_scale, cross_attention_kwargs)

@@ -183,8 +183,17 @@ class DiffusionModel:
 
     @property
     def identity(self) -> str:
-        """What identifies these weights in cache keys: the folder (a hub snapshot folder names its revision)."""
-        return str(self.path.resolve())
+        """What identifies these weights in cache keys: the folders of the model and its ControlNet
+        (a hub snapshot folder names its revision) and the size and time of every weight file, so a
+        model rewritten in place is another model."""
+        folders = [self.path] + ([Path(self.extras["controlnet_path"])] if self.controlnet is not None else [])
+        parts = []
+        for folder in folders:
+            folder = folder.resolve()
+            files = sorted(p for p in folder.rglob("*") if p.suffix in SAFE_SUFFIXES + PICKLE_SUFFIXES)
+            parts.append(str(folder) + ";" + ";".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                                      for p in files))
+        return "|".join(parts)
 
 
 def load_sd(name: str, device: str | None = None, dtype: str | None = None, allow_pickle: bool = False,
@@ -209,11 +218,11 @@ def load_sd(name: str, device: str | None = None, dtype: str | None = None, allo
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load model from {root}: {first[:200]}") from None
-    controlnet = None
+    controlnet, extras = None, {}
     if control and control != "none":
-        controlnet = load_controlnet(root, control, control_model, dt, allow_pickle)
+        controlnet, extras["controlnet_path"] = load_controlnet(root, control, control_model, dt, allow_pickle)
     model = DiffusionModel(name=name, path=root, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                           scheduler_config=scheduler_config, device=dev, dtype=dt, controlnet=controlnet)
+                           scheduler_config=scheduler_config, device=dev, dtype=dt, controlnet=controlnet, extras=extras)
     for module in (unet, vae, text_encoder, controlnet):
         if module is not None:
             module.requires_grad_(False).eval()
@@ -224,7 +233,7 @@ def load_sd(name: str, device: str | None = None, dtype: str | None = None, allo
 
 
 def load_controlnet(root: Path, control: str, control_model: str | None, dtype: torch.dtype, allow_pickle: bool):
-    """The ControlNet for ``control``: ``control_model`` if given, a ``controlnet/`` folder beside the
+    """(model, folder) of the ControlNet for ``control``: ``control_model`` if given, a ``controlnet/`` folder beside the
     model (tiny models), else the preset of that name."""
     from diffusers import ControlNetModel
 
@@ -238,7 +247,8 @@ def load_controlnet(root: Path, control: str, control_model: str | None, dtype: 
         folder = resolve(CONTROL_PRESETS[control], allow_pickle=allow_pickle)
     if not any(p.suffix in SAFE_SUFFIXES for p in _weight_files(folder)) and not allow_pickle:
         raise UserError(f"{folder} has no safetensors weights; pass --allow-pickle to load pickle weights")
-    return ControlNetModel.from_pretrained(folder, torch_dtype=dtype, use_safetensors=(not allow_pickle) or None)
+    net = ControlNetModel.from_pretrained(folder, torch_dtype=dtype, use_safetensors=(not allow_pickle) or None)
+    return net, folder
 
 
 def place(model: DiffusionModel, cpu_offload: bool) -> None:
