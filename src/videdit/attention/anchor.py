@@ -36,7 +36,6 @@ import torch
 from videdit.attention import install_processors, run_attention_layer
 from videdit.attention.frames import (
     chunked_attention,
-    frame_attention,
     gather_frames,
     is_spatial_self_attention,
     num_branches,
@@ -172,7 +171,9 @@ class AnchorAttnProcessor:
                 k_anc = gather_frames(k.unflatten(0, (branches, num_frames)), every)
                 v_anc = gather_frames(v.unflatten(0, (branches, num_frames)), every)
                 s.cache.put(self.name, s.step, k_anc, v_anc)
-                return frame_attention(q, k, v, num_frames, "full", s.chunk_size, scale=attn.scale)
+                # Among the anchors themselves: full cross-frame attention over the keys just cached.
+                return anchor_attention(q, k, v, k_anc, v_anc, num_frames, [True] * num_frames, s.chunk_size,
+                                        attn.scale)
             k_anc, v_anc = s.cache.get(self.name, s.step)
             is_anchor = [f in s.anchors for f in s.frames]
             return anchor_attention(q, k, v, k_anc, v_anc, num_frames, is_anchor, s.chunk_size, attn.scale)

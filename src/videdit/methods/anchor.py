@@ -112,12 +112,13 @@ class AnchorEditor:
         self.anchors = anchor_frames(len(frames), opts.anchors)
         cache = AnchorCache(keep_steps=opts.anchor_cache == "memory")
         self.state = AnchorState(self.anchors, cache, chunk_size=opts.attention_chunk)
-        self.text = encode_text(model, [instruction, "", ""])  # branches: c_T, 0, 0
+        self.text = encode_text(model, [instruction, ""])[[0, 1, 1]]  # branches: c_T, 0, 0
         self.sigmas, self.timesteps = euler_ancestral_schedule(model, opts.steps)
         h, w = frames.shape[1] // model.vae_scale, frames.shape[2] // model.vae_scale
         self.latent_shape = (model.latent_channels, h, w)
         self.shared_noise = shared_noise
         self._image: dict[int, torch.Tensor] = {}
+        self._shared: torch.Tensor | None = None
         self.unet_calls = 0
 
     # -- conditioning and noise ------------------------------------------------------------
@@ -135,7 +136,9 @@ class AnchorEditor:
         steps = len(self.sigmas) - 1
         shape = (steps + 1, 1, *self.latent_shape)
         if self.shared_noise:
-            n = torch.randn(shape, generator=torch.Generator().manual_seed(self.opts.seed))
+            if self._shared is None:  # drawn once, then the same for every chunk
+                self._shared = torch.randn(shape, generator=torch.Generator().manual_seed(self.opts.seed))
+            n = self._shared
         else:
             n = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(self.opts.seed * 100003 + f))
                            for f in idx], dim=1)
