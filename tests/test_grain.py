@@ -194,13 +194,14 @@ def _shapes_benchmark():
 
 
 def test_shapesworld_two_circles_grain_beats_invert():
-    from videdit.models import PACKAGE_WEIGHTS
+    from videdit.shapes import weights_path
 
-    if not (PACKAGE_WEIGHTS / "shapes-sd" / "model_index.json").is_file():
-        pytest.skip(f"the ShapesWorld model is not trained yet ({PACKAGE_WEIGHTS / 'shapes-sd'} has no model_index.json)")
+    if not (weights_path("shapes-sd") / "model_index.json").is_file():
+        pytest.skip(f"the ShapesWorld model is not trained yet ({weights_path('shapes-sd')} has no model_index.json)")
     bench = _shapes_benchmark()
     clip, masks = bench.two_circles(8)
     assert all(m.any(axis=(1, 2)).all() for m in masks)
+    # per-region colour accuracy by the oracle, grain (regions) vs invert (same prompt, no regions);
+    # the margin is the "clearly better", not yet calibrated on the trained model
     res = bench.compare("shapes-sd", frames=8, steps=20, layout_factors="1,2,4")
     assert res["grain"]["mean"] > res["invert"]["mean"] + 0.2, res
-    assert min(res["grain"]["left"], res["grain"]["right"]) > 0.5, res

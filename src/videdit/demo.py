@@ -48,11 +48,19 @@ def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, st
 
     common = dict(model=model, steps=steps, seed=seed, size=clip.frames.shape[2], progress=False,
                   reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption)
-    if method == "grain":
-        regions = [dict(name=f"{side}_circle", mask=clip.masks[:, i], prompt=world.object_phrase(o))
-                   for i, (side, o) in enumerate(zip(("left", "right"), target.objects))]
+    if method != "grain":
+        return edit(clip.frames, target.caption, method="invert", **common).frames
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as tmp:  # one mask folder per circle, 00000.png ... by frame number
+        regions = []
+        for i, (side, obj) in enumerate(zip(("left", "right"), target.objects)):
+            folder = Path(tmp) / side
+            folder.mkdir()
+            for t, m in enumerate(clip.masks[:, i]):
+                Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{t:05d}.png")
+            regions.append(f"{side}_circle={folder}:{world.object_phrase(obj)}")
         return edit(clip.frames, target.caption, method="grain", regions=regions, **common).frames
-    return edit(clip.frames, target.caption, method="invert", **common).frames
 
 
 def verdict(clip: world.Clip, edited: np.ndarray, target: world.Scene) -> list[str]:

@@ -1,0 +1,29 @@
+"""`videdit demo` and `videdit bench shapes` end to end on the tiny model (plumbing; meaning needs the
+ShapesWorld models, see tests/test_shapes_models.py)."""
+
+from __future__ import annotations
+
+import json
+
+from videdit.cli import main
+
+
+def test_demo_writes_folder_and_verdict(tiny_sd, tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    code = main(["demo", "--model", str(tiny_sd), "--steps", "2", "--frames", "4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    for name in ("source.mp4", "edited.mp4", "side_by_side.mp4", "side_by_side.gif", "masks.mp4", "verdict.txt"):
+        assert (out / name).is_file(), name
+    assert "left circle: red ->" in printed and "asked blue" in printed and "PSNR" in printed
+    # An existing folder is kept without --overwrite.
+    assert main(["demo", "--model", str(tiny_sd), "--steps", "2", "--frames", "4", "--out", str(out)]) == 2
+
+
+def test_bench_shapes_runs_a_task_and_prints_json(tiny_sd):
+    import videdit.bench as bench
+
+    rows = bench.run_suite(["invert"], sd=str(tiny_sd), steps=2, frames=4, only=["recolour one of two"])
+    assert len(rows) == 1 and rows[0]["method"] == "invert" and 0.0 <= rows[0]["success"] <= 1.0
+    text = bench.to_json(rows)
+    assert json.loads(text)[0]["task"] == "recolour one of two"
