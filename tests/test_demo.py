@@ -23,7 +23,11 @@ def test_demo_writes_folder_and_verdict(tiny_sd, tmp_path, capsys):
 def test_bench_shapes_runs_a_task_and_prints_json(tiny_sd):
     import videdit.bench as bench
 
-    rows = bench.run_suite(["invert"], sd=str(tiny_sd), steps=2, frames=4, only=["recolour one of two"])
-    assert len(rows) == 1 and rows[0]["method"] == "invert" and 0.0 <= rows[0]["success"] <= 1.0
+    rows = bench.run_suite(["invert", "grain"], sd=str(tiny_sd), steps=2, frames=4,
+                           only=["recolour one of two", "change the background"])
+    assert [(r["task"], r["method"]) for r in rows] == [
+        ("recolour one of two", "invert"), ("recolour one of two", "grain"),
+        ("change the background", "invert"), ("change the background", "grain")]
+    assert all(0.0 <= r["success"] <= 1.0 and r["s_per_frame"] > 0 for r in rows)
     text = bench.to_json(rows)
     assert json.loads(text)[0]["task"] == "recolour one of two"

@@ -17,6 +17,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -106,7 +107,50 @@ def run_invert(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
     return res.frames
 
 
-RUNNERS: dict[str, Runner] = {"invert": run_invert}
+def write_mask_folder(masks: np.ndarray, folder: Path) -> Path:
+    """(T, H, W) bool -> ``folder/00000.png ...``, the mask source layout of ``--region``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, m in enumerate(masks):
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{t:05d}.png")
+    return folder
+
+
+def run_grain(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
+    """One region per edited object (its ground-truth mask, its target phrase); for a background
+    edit, one region for everything but the objects, prompted with the new background."""
+    import tempfile
+
+    from .api import edit
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if task.edited:
+            regions = [f"obj{i}={write_mask_folder(clip.masks[:, i], Path(tmp) / f'obj{i}')}:"
+                       f"{world.object_phrase(task.target.objects[i])}" for i in task.edited]
+        else:
+            regions = [f"background={write_mask_folder(~clip.masks.any(1), Path(tmp) / 'bg')}:{task.target.background}"]
+        return edit(clip.frames, task.target_caption, method="grain", model=cfg["sd"], regions=regions,
+                    source_prompt=task.source_caption, steps=cfg["steps"], strength=cfg["strength"],
+                    guidance=cfg["guidance"], size=clip.frames.shape[2], progress=False, reconstruction=False,
+                    no_cache=True).frames
+
+
+def run_anchor(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
+    """The instruction with the ShapesWorld instruction editor; skipped when it is not installed."""
+    from .api import edit
+    from .errors import UserError
+    from .models import resolve
+
+    try:
+        resolve(cfg["ip2p"], allow_download=False)
+    except UserError:
+        return None
+    return edit(clip.frames, task.instruction, method="anchor", model=cfg["ip2p"], size=clip.frames.shape[2],
+                progress=False, reconstruction=False).frames
+
+
+RUNNERS: dict[str, Runner] = {"invert": run_invert, "grain": run_grain, "anchor": run_anchor}
 
 
 def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str = "shapes-ip2p", steps: int = 30,

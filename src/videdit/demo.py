@@ -50,16 +50,11 @@ def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, st
                   reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption)
     if method != "grain":
         return edit(clip.frames, target.caption, method="invert", **common).frames
-    from PIL import Image
+    from .bench import write_mask_folder
 
-    with tempfile.TemporaryDirectory() as tmp:  # one mask folder per circle, 00000.png ... by frame number
-        regions = []
-        for i, (side, obj) in enumerate(zip(("left", "right"), target.objects)):
-            folder = Path(tmp) / side
-            folder.mkdir()
-            for t, m in enumerate(clip.masks[:, i]):
-                Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{t:05d}.png")
-            regions.append(f"{side}_circle={folder}:{world.object_phrase(obj)}")
+    with tempfile.TemporaryDirectory() as tmp:  # one mask folder per circle
+        regions = [f"{side}_circle={write_mask_folder(clip.masks[:, i], Path(tmp) / side)}:{world.object_phrase(obj)}"
+                   for i, (side, obj) in enumerate(zip(("left", "right"), target.objects))]
         return edit(clip.frames, target.caption, method="grain", regions=regions, **common).frames
 
 
