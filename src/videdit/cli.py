@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=16)
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("shapes", help="ShapesWorld: train the project's own small models")
+    shapes = p.add_subparsers(dest="shapes_command", required=True)
+    t = shapes.add_parser("train", help="train a ShapesWorld model (vae, sd, ip2p) on CPU; "
+                                        "see 'videdit shapes train --help'", add_help=False)
+    t.add_argument("train_args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("presets", help="list model presets")
     return parser
 
@@ -205,6 +211,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_shapes(args) -> int:
+    from .shapes.train import main as train_main
+
+    _quiet_libraries(False)
+    train_main(args.train_args)
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .models import PRESETS
 
@@ -214,13 +228,17 @@ def cmd_presets(args) -> int:
 
 
 COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "eval": cmd_eval,
-            "finetune-equivariant": cmd_finetune_equivariant, "demo": cmd_demo, "bench": cmd_bench,
+            "finetune-equivariant": cmd_finetune_equivariant, "demo": cmd_demo, "bench": cmd_bench, "shapes": cmd_shapes,
             "presets": cmd_presets}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "shapes_command", None) == "train":  # the trainer parses its own flags
+        args.train_args = unknown + args.train_args
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
