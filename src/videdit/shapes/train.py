@@ -158,13 +158,21 @@ def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float =
 
 # ----------------------------------------------------------------------------- VAE
 
-def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6) -> None:
+def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6, init: Path | None = None) -> None:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**VAE_CONFIG)
-    quiet_posterior(vae)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    if init is None:
+        vae = AutoencoderKL(**VAE_CONFIG)
+        quiet_posterior(vae)
+        params, crop = list(vae.parameters()), VAE_CROP
+    else:
+        # second stage: the decoder alone on whole frames (GroupNorm statistics of crops differ from
+        # those of whole frames); the encoder, hence the latent space and its scaling, stays as is
+        vae = AutoencoderKL.from_pretrained(init)
+        vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
+        params, crop = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters()), None
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ck = load_ckpt(out)
     step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
     if ck:
@@ -175,14 +183,15 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr, warmup=100)
-        x = random_crops(to_tensor(frame_batch(rng, batch)[0]), VAE_CROP, rng)
+        x = to_tensor(frame_batch(rng, batch)[0])
+        x = random_crops(x, crop, rng) if crop else x
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         mse = F.mse_loss(rec, x)
         loss = mse + 0.1 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         if step % 50 == 0:
@@ -192,7 +201,7 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
             last_ckpt = time.time()
     save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
     vae.eval()
-    scale = latent_scaling_factor(vae)
+    scale = latent_scaling_factor(vae) if init is None else vae.config.scaling_factor
     vae.register_to_config(scaling_factor=scale)
     score = vae_psnr(vae, held_out_images(500))
     vae.save_pretrained(out / "vae", safe_serialization=True)
@@ -479,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="optional step budget (whichever comes first)")
     ap.add_argument("--batch", type=int, default=None, help="default: 16 crops for vae, 32 for sd and ip2p")
     ap.add_argument("--vae", type=Path, help="sd: folder of the trained AutoencoderKL (RUN/vae)")
-    ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from")
+    ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from; vae: a trained vae/ folder whose decoder is then tuned on whole frames")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -487,7 +496,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.seed >= HELD_OUT_SEED:
         ap.error(f"--seed must be below {HELD_OUT_SEED} (that stream is held out for evaluation)")
     if a.kind == "vae":
-        train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16)
+        if a.init:  # decoder-only second stage on whole frames
+            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init)
+        else:
+            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16)
     elif a.kind == "sd":
         if not a.vae:
             ap.error("sd needs --vae DIR (the vae/ folder written by the vae run)")

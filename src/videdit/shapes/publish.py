@@ -1,0 +1,62 @@
+"""Copy a trained ShapesWorld pipeline into the package's weights folder, in fp16 safetensors.
+
+    python -m videdit.shapes.publish runs/shapes/sd/pipeline shapes-sd [--vae runs/shapes/vae-dec/vae]
+
+`--vae` swaps in another AutoencoderKL with the same encoder (the decoder-tuned second stage),
+so the latent space the UNet was trained in is unchanged. The result loads with
+`StableDiffusionPipeline.from_pretrained(dir, torch_dtype=torch.float32)` (load CPU runs in float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from videdit.shapes import weights_path
+
+
+def same_encoder(a, b) -> bool:
+    sa, sb = a.encoder.state_dict(), b.encoder.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def publish(run_pipeline: Path, name: str, vae_dir: Path | None = None, dtype=torch.float16) -> Path:
+    import diffusers
+
+    index = (run_pipeline / "model_index.json").read_text()
+    cls = getattr(diffusers, __import__("json").loads(index)["_class_name"])
+    pipe = cls.from_pretrained(run_pipeline, torch_dtype=torch.float32)
+    if vae_dir is not None:
+        vae = diffusers.AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
+        if not same_encoder(pipe.vae, vae):
+            raise SystemExit(f"{vae_dir}: its encoder differs from the pipeline's; the UNet's latent space would change")
+        pipe.vae = vae
+        pipe.register_modules(vae=vae)
+    dest = weights_path(name)
+    card = dest / "MODEL_CARD.md"
+    keep = card.read_text() if card.exists() else None
+    tmp = dest.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.to(dtype).save_pretrained(tmp, safe_serialization=True)
+    if keep:
+        (tmp / "MODEL_CARD.md").write_text(keep)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m videdit.shapes.publish", description=__doc__.splitlines()[0])
+    ap.add_argument("pipeline", type=Path, help="trained pipeline folder (RUN/pipeline)")
+    ap.add_argument("name", choices=["shapes-sd", "shapes-ip2p"])
+    ap.add_argument("--vae", type=Path, help="AutoencoderKL folder to ship instead (same encoder)")
+    ap.add_argument("--fp32", action="store_true", help="keep float32 weights")
+    a = ap.parse_args()
+    print(publish(a.pipeline, a.name, a.vae, torch.float32 if a.fp32 else torch.float16))
+
+
+if __name__ == "__main__":
+    main()
