@@ -244,7 +244,7 @@ def _run_parallel(model, frames, instruction, opts, dist) -> MethodResult:
     every-rank``, default) or by computing it on rank 0 and broadcasting it (``broadcast``).
     Which is cheaper (benchmarks/anchor_speed.py, section 4): with one GPU per rank, computing the
     anchors on every rank takes the same wall time as on rank 0 alone (the others would only wait),
-    while a broadcast adds the transfer of the whole cache: 3.05 GiB for SD 1.5 at 512x384 (3 anchors
+    while a broadcast adds the transfer of the whole cache: 2.9 GiB (3.1 GB) for SD 1.5 at 512x384 (3 anchors
     x 10 steps x 3 branches x 34.7 MB), seconds over a network between machines. Ranks that share
     CPU cores (the 2-process gloo run on one small machine) are the exception: there computing twice
     costs real time and a small cache is cheap to send, so ``broadcast`` wins. ``broadcast`` also
