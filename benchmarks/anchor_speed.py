@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _peak import peak_bytes, reset_peak  # benchmarks/_peak.py: shared peak-memory measurement
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -40,19 +42,6 @@ def moving_clip(n: int, size: int) -> np.ndarray:
         x0 = int((t / max(n - 1, 1)) * (size - s))
         out[t, s:2 * s, x0:x0 + s] = (240, 60, 40)
     return out
-
-
-def rss_peak_reset() -> None:
-    """Reset the process's peak resident memory (Linux: /proc/self/clear_refs, value 5)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def rss_kb(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def anchor_run(model, frames, opts):
@@ -82,11 +71,10 @@ def measure_in_child(model, n: int, size: int, opts) -> tuple[float, float]:
     def child():
         frames = moving_clip(n, size)
         gc.collect()
-        base = rss_kb("VmRSS")
-        rss_peak_reset()
+        base = reset_peak() / 1024
         t0 = time.perf_counter()
         anchor_run(model, frames, opts)
-        send.send((time.perf_counter() - t0, (rss_kb("VmHWM") - base) / 1024))
+        send.send((time.perf_counter() - t0, (peak_bytes() / 1024 - base) / 1024))
 
     proc = ctx.Process(target=child)
     proc.start()
@@ -202,7 +190,7 @@ def main() -> None:
         print(f"   {share:10s}: total {float(total):6.2f} s, anchors (+ broadcast) {float(anchors_s):5.2f} s, "
               f"cache {float(mb):.1f} MiB")
     sd_mb = sd15_cache_mb(512, 384)
-    sd_total = sd_mb * 3 * 10 * 3 / 1024
+    sd_total = sd_mb * 1e6 * 3 * 10 * 3 / 2**30  # decimal MB -> GiB
     print(f"   gloo broadcast of 256 MiB here: {probe_s:.2f} s ({256 / probe_s:.0f} MiB/s). SD 1.5 at 512x384 fp16: "
           f"{sd_mb:.1f} MB per anchor, step and branch -> {sd_total:.2f} GiB for 3 anchors x 10 steps x 3 branches, "
           f"{sd_total * 1024 / (256 / probe_s):.1f} s to broadcast at this rate")

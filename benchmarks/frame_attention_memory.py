@@ -35,11 +35,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import torch
+
+from _peak import measure, run_child  # benchmarks/_peak.py: shared peak-memory measurement
 import torch.nn.functional as F
 
 from videdit.attention.frames import frame_attention
@@ -79,36 +79,6 @@ def inputs(branches, frames, heads, tokens, dim, device, dtype, seed=0):
     return [torch.randn(branches * frames, heads, tokens, dim, generator=g, device=device, dtype=dtype) for _ in range(3)]
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def measure(fn, repeats, device):
-    """(peak bytes the calls added, best seconds of ``repeats`` calls)."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    if device == "cuda":
-        sync()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")  # resets VmHWM to the current resident set
-        before = _status_kib("VmRSS") * 1024
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        sync()
-        seconds.append(time.perf_counter() - start)
-        del out
-    peak = torch.cuda.max_memory_allocated() if device == "cuda" else _status_kib("VmHWM") * 1024
-    return peak - before, min(seconds)
-
-
 def child(args):
     """One (method, frames) measurement; prints one JSON line."""
     dtype = getattr(torch, args.dtype)
@@ -122,18 +92,15 @@ def child(args):
     if not torch.allclose(got, expected, atol=tolerance, rtol=tolerance):
         raise SystemExit(f"{args.method} disagrees with the dense formula")
     q, k, v = inputs(args.branches, args.frame, args.heads, args.tokens, args.dim, args.device, dtype)
-    peak, seconds = measure(lambda: fn(q, k, v, args.frame), args.repeats, args.device)
+    peak, seconds, _ = measure(lambda: fn(q, k, v, args.frame), args.repeats, args.device)
     print(json.dumps({"peak": peak, "seconds": seconds}))
 
 
-def run_child(args, method, frames):
-    command = [sys.executable, __file__, "--child", method, "--frame", str(frames)]
+def child_result(args, method, frames):
+    flags = ["--child", method, "--frame", str(frames)]
     for flag in ("tokens", "heads", "dim", "branches", "repeats", "device", "dtype", "threads"):
-        command += [f"--{flag}", str(getattr(args, flag))]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        return None, (done.stderr.strip().splitlines() or ["failed"])[-1]
-    return json.loads(done.stdout.strip().splitlines()[-1]), None
+        flags += [f"--{flag}", str(getattr(args, flag))]
+    return run_child(__file__, flags)
 
 
 def main(argv=None):
@@ -174,7 +141,7 @@ def main(argv=None):
             if method == "dense" and need > args.dense_max_gib * 2**30:
                 results[method] = None
                 continue
-            results[method], error = run_child(args, method, frames)
+            results[method], error = child_result(args, method, frames)
             if error:
                 print(f"  {method} at {frames} frames failed: {error}", file=sys.stderr)
 

@@ -28,26 +28,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 
 import numpy as np
 import torch
+
+from _peak import measure, run_child  # benchmarks/_peak.py: shared peak-memory measurement
 
 MIB = 2**20
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
                  block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def layout_state(frames, latent, dense, chunk):
@@ -107,32 +99,16 @@ def child(args):
         unet = UNet2DConditionModel(**SD15_UNET).to(args.device).eval()
         step(unet, 2, 64, args.impl == "dense", args.chunk, args.device)()  # warm-up: thread pools, kernels
         run = step(unet, args.frame, args.size, args.impl == "dense", args.chunk, args.device)
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
-    if args.device == "cuda":
-        sync()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-        before = _status_kib("VmRSS") * 1024
-    start = time.perf_counter()
-    out = run()
-    sync()
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else _status_kib("VmHWM") * 1024
+    peak, seconds, out = measure(run, 1, args.device)
     checksum = float(out.double().abs().mean())
-    print(json.dumps({"peak": peak - before, "seconds": seconds, "checksum": checksum}))
+    print(json.dumps({"peak": peak, "seconds": seconds, "checksum": checksum}))
 
 
-def run_child(args, impl, frames, what="step"):
-    command = [sys.executable, __file__, "--child", impl, "--frame", str(frames), "--what", what]
+def child_result(args, impl, frames, what="step"):
+    flags = ["--child", impl, "--frame", str(frames), "--what", what]
     for flag in ("size", "chunk", "device", "threads"):
-        command += [f"--{flag}", str(getattr(args, flag))]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        return None, (done.stderr.strip().splitlines() or ["failed"])[-1]
-    return json.loads(done.stdout.strip().splitlines()[-1]), None
+        flags += [f"--{flag}", str(getattr(args, flag))]
+    return run_child(__file__, flags)
 
 
 def main(argv=None):
@@ -159,8 +135,8 @@ def main(argv=None):
         print(f"{'frames':>6s} {'dense MiB':>10s} {'chunked MiB':>12s} {'mem ratio':>10s} {'dense s':>8s} "
               f"{'chunked s':>10s} {'time ratio':>10s} {'same output':>11s}")
         for frames in args.frames:
-            dense, err_d = run_child(args, "dense", frames, what)
-            chunked, err_c = run_child(args, "chunked", frames, what)
+            dense, err_d = child_result(args, "dense", frames, what)
+            chunked, err_c = child_result(args, "chunked", frames, what)
             if dense is None or chunked is None:
                 print(f"{frames:6d} failed: {err_d or err_c}")
                 continue
