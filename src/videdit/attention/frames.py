@@ -197,12 +197,13 @@ class CrossFrameAttnProcessor:
         if attention_mask is not None:
             raise ValueError(f"cross-frame attention in {where} takes no attention_mask")
 
-        def attend(q, k, v, _mask):
-            return frame_attention(
-                q, k, v, self.state.num_frames, self.state.mode, self.state.chunk_size, scale=attn.scale
-            )
+        return run_attention_layer(attn, hidden_states, lambda q, k, v, mask: self.attend(attn, q, k, v, mask),
+                                   encoder_hidden_states, None, temb)
 
-        return run_attention_layer(attn, hidden_states, attend, encoder_hidden_states, None, temb)
+    def attend(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None) -> torch.Tensor:
+        """The attention itself, for processors that wrap this one (injection)."""
+        return frame_attention(q, k, v, self.state.num_frames, self.state.mode, self.state.chunk_size,
+                               scale=attn.scale)
 
 
 def is_spatial_self_attention(name: str, attn: Attention) -> bool:

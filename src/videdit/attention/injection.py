@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 
 from videdit.attention import install_processors, is_self_attention, run_attention_layer
-from videdit.attention.frames import CrossFrameAttnProcessor, frame_attention
 
 if TYPE_CHECKING:
     from diffusers.models.attention_processor import Attention
@@ -110,11 +109,8 @@ class InjectionAttnProcessor:
 
     def inner_attend(self, attn: Attention, q, k, v, mask):
         inner = self.inner
-        if hasattr(inner, "attend"):
+        if hasattr(inner, "attend"):  # cross-frame and layout processors expose their attention
             return inner.attend(attn, q, k, v, mask)
-        if isinstance(inner, CrossFrameAttnProcessor):
-            st = inner.state
-            return frame_attention(q, k, v, st.num_frames, st.mode, st.chunk_size, scale=attn.scale)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
 
     def attend(self, attn: Attention, q, k, v, mask=None):
