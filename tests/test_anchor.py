@@ -115,6 +115,34 @@ def test_processors_record_then_read_the_same_keys(model):
     assert all(type(p).__name__ != "AnchorAttnProcessor" for p in unet.attn_processors.values())
 
 
+def test_injection_wrapped_around_anchor_processors_keeps_anchor_attention(model):
+    """Injection (mode "off": q and k pass unchanged) wrapped around the anchor processors runs their
+    attention through `AnchorAttnProcessor.attend`, so a non-anchor frame still sees only itself
+    and the cached anchors; plain attention there would give a different prediction."""
+    from videdit.attention.injection import InjectionState, feature_injection
+
+    unet = model.unet
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 8, 8, 8, generator=g)
+    emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g)
+    t = torch.tensor(500.0)
+    state = AnchorState(anchors=[0, 2], cache=AnchorCache())
+
+    def eps(idx, record, rows):
+        state.set(idx, 0, record)
+        return unet(x[rows], t, encoder_hidden_states=emb.expand(len(rows), -1, -1)).sample
+
+    with anchor_attention_processors(unet, state):
+        eps([0, 2], True, [0, 2])
+        alone = eps([3], False, [3])
+        with feature_injection(unet, InjectionState(mode="off")) as used:
+            wrapped = eps([3], False, [3])
+    plain = unet(x[[3]], t, encoder_hidden_states=emb).sample
+    assert used["attentions"]
+    assert (wrapped - alone).abs().max() < 1e-5
+    assert (plain - alone).abs().max() > 1e-3
+
+
 # ----------------------------------------------------------------------------- the method
 
 def _opts(**kw):

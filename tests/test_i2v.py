@@ -166,8 +166,9 @@ def _unet_inputs(model, F=4, seed=0):
     from videdit.i2v import Condition, condition
 
     frames = _frames(F, seed=seed)
-    cond = Condition.cat([condition(model, "", frames[0], F, 8), condition(model, "a dog", frames[1], F, 8, True),
-                          condition(model, "a red car", frames[2], F, 8)])
+    neg = condition(model, "a dog", frames[1], F, 8)
+    neg.image_embedding = torch.zeros_like(neg.image_embedding)
+    cond = Condition.cat([condition(model, "", frames[0], F, 8), neg, condition(model, "a red car", frames[2], F, 8)])
     x = torch.randn(3, F, 4, 8, 8, generator=torch.Generator().manual_seed(seed))
     return x, cond
 

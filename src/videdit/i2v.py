@@ -86,6 +86,33 @@ def load_i2v(name: str, device: str | None = None, dtype: str | None = None, all
     return model
 
 
+def save_i2v(out, *, unet, vae, text_encoder, tokenizer, image_encoder, processor, scheduler,
+             dtype: torch.dtype | None = None) -> None:
+    """Write an I2VGen-XL-class model in the hub's diffusers layout (one folder per component and a
+    ``model_index.json``), safetensors only; ``dtype`` casts the weights (e.g. fp16 for shipping)."""
+    from pathlib import Path
+
+    import diffusers
+
+    out = Path(out)
+    for sub, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder), ("image_encoder", image_encoder)):
+        if dtype is not None:
+            module = module.to(dtype)
+        module.save_pretrained(out / sub, safe_serialization=True)
+        if dtype is not None:
+            module.to(torch.float32)
+    tokenizer.save_pretrained(out / "tokenizer")
+    processor.save_pretrained(out / "feature_extractor")
+    scheduler.save_pretrained(out / "scheduler")
+    index = {"_class_name": "I2VGenXLPipeline", "_diffusers_version": diffusers.__version__,
+             "feature_extractor": ["transformers", type(processor).__name__.replace("Pil", "")],
+             "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+             "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "I2VGenXLUNet"],
+             "vae": ["diffusers", "AutoencoderKL"]}
+    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
 def is_i2v(model) -> bool:
     return isinstance(model, DiffusionModel) and model.extras.get("kind") == "i2v"
 
@@ -103,13 +130,11 @@ def encode_prompt(model: DiffusionModel, prompts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_image(model: DiffusionModel, image: np.ndarray | None) -> torch.Tensor:
-    """CLIP image embedding (1, 1, D) of the centre square of ``image`` (H, W, 3) uint8; zeros for None."""
+def encode_image(model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
+    """CLIP image embedding (1, 1, D) of the centre square of ``image`` (H, W, 3) uint8."""
     from PIL import Image
 
     enc = model.extras["image_encoder"]
-    if image is None:
-        return torch.zeros(1, 1, enc.config.projection_dim, device=model.device, dtype=model.dtype)
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -149,15 +174,14 @@ class Condition:
                            for f in ("text", "image_embedding", "image_latents", "fps")))
 
 
-def condition(model: DiffusionModel, prompt: str, image: np.ndarray, num_frames: int, fps: int,
-              zero_image_embedding: bool = False) -> Condition:
+def condition(model: DiffusionModel, prompt: str, image: np.ndarray, num_frames: int, fps: int) -> Condition:
     """One branch's condition: ``prompt`` and first frame ``image`` (H, W, 3) uint8 at the working size.
 
-    ``zero_image_embedding`` gives the unconditional image embedding of classifier-free guidance
-    (the VAE latent of the first frame stays, as in I2VGen-XL's own guidance).
+    The unconditional branch of classifier-free guidance replaces the image embedding by zeros and
+    keeps the first frame's VAE latent, as in I2VGen-XL's own guidance.
     """
     return Condition(text=encode_prompt(model, [prompt]),
-                     image_embedding=encode_image(model, None if zero_image_embedding else image),
+                     image_embedding=encode_image(model, image),
                      image_latents=image_latents(model, image, num_frames),
                      fps=torch.tensor([fps], device=model.device))
 

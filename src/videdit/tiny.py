@@ -121,13 +121,11 @@ def tiny_i2v_unet_config() -> dict:
 def write_tiny_i2v(out_dir: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
     """A random-weight I2VGen-XL of the real classes (I2VGenXLUNet, AutoencoderKL, CLIP text and
     vision encoders, CLIPImageProcessor, DDIM), saved in diffusers layout with ``model_index.json``."""
-    import json
-
-    import diffusers
     from diffusers import DDIMScheduler, I2VGenXLUNet
     from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig,
                               CLIPVisionModelWithProjection)
 
+    from .i2v import save_i2v
     from .metrics import image_processor_class
 
     out = Path(out_dir)
@@ -149,17 +147,6 @@ def write_tiny_i2v(out_dir: str | Path, seed: int = 0, overwrite: bool = False) 
         hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=dim))
     processor = image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    unet.save_pretrained(out / "unet", safe_serialization=True)
-    vae.save_pretrained(out / "vae", safe_serialization=True)
-    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-    image_encoder.save_pretrained(out / "image_encoder", safe_serialization=True)
-    processor.save_pretrained(out / "feature_extractor")
-    DDIMScheduler(**I2V_SCHEDULER).save_pretrained(out / "scheduler")
-    index = {"_class_name": "I2VGenXLPipeline", "_diffusers_version": diffusers.__version__,
-             "feature_extractor": ["transformers", "CLIPImageProcessor"],
-             "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-             "scheduler": ["diffusers", "DDIMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-             "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "I2VGenXLUNet"],
-             "vae": ["diffusers", "AutoencoderKL"]}
-    (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    save_i2v(out, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
+             processor=processor, scheduler=DDIMScheduler(**I2V_SCHEDULER))
     return out

@@ -159,26 +159,27 @@ class AnchorAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        s = self.state
-        num_frames = len(s.frames)
-        branches = num_branches(hidden_states.shape[0], num_frames, self.name)
+        num_branches(hidden_states.shape[0], len(self.state.frames), self.name)
         if attention_mask is not None:
             raise ValueError(f"anchor attention in {self.name} takes no attention_mask")
+        return run_attention_layer(attn, hidden_states, lambda q, k, v, mask: self.attend(attn, q, k, v, mask),
+                                   encoder_hidden_states, None, temb)
 
-        def attend(q, k, v, _mask):
-            if s.record:
-                every = list(range(num_frames))
-                k_anc = gather_frames(k.unflatten(0, (branches, num_frames)), every)
-                v_anc = gather_frames(v.unflatten(0, (branches, num_frames)), every)
-                s.cache.put(self.name, s.step, k_anc, v_anc)
-                # Among the anchors themselves: full cross-frame attention over the keys just cached.
-                return anchor_attention(q, k, v, k_anc, v_anc, num_frames, [True] * num_frames, s.chunk_size,
-                                        attn.scale)
-            k_anc, v_anc = s.cache.get(self.name, s.step)
-            is_anchor = [f in s.anchors for f in s.frames]
-            return anchor_attention(q, k, v, k_anc, v_anc, num_frames, is_anchor, s.chunk_size, attn.scale)
-
-        return run_attention_layer(attn, hidden_states, attend, encoder_hidden_states, None, temb)
+    def attend(self, attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask=None) -> torch.Tensor:
+        """The attention itself (record: full attention among the anchors, whose keys and values are
+        cached; otherwise every frame attends to the cached anchors), for processors that wrap this one."""
+        s = self.state
+        num_frames = len(s.frames)
+        branches = num_branches(q.shape[0], num_frames, self.name)
+        if s.record:
+            every = list(range(num_frames))
+            k_anc = gather_frames(k.unflatten(0, (branches, num_frames)), every)
+            v_anc = gather_frames(v.unflatten(0, (branches, num_frames)), every)
+            s.cache.put(self.name, s.step, k_anc, v_anc)
+            return anchor_attention(q, k, v, k_anc, v_anc, num_frames, [True] * num_frames, s.chunk_size, attn.scale)
+        k_anc, v_anc = s.cache.get(self.name, s.step)
+        is_anchor = [f in s.anchors for f in s.frames]
+        return anchor_attention(q, k, v, k_anc, v_anc, num_frames, is_anchor, s.chunk_size, attn.scale)
 
 
 @contextmanager

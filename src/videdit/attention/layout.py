@@ -258,8 +258,9 @@ class LayoutState:
             self._cache[key] = region_ids(list(self.masks), (h, w)).to(device)
         return self._cache[key]
 
-    def cross_layout(self, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids (F, hw), sigma (F, hw)) for cross-attention: sigma = 1 - |region in frame| / hw,
+    def cross_layout(self, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(same (F, 1, hw, L), sigma (F, hw)) for cross-attention, computed once per resolution:
+        ``same`` tells whether a position's region holds a prompt token, sigma = 1 - |region in frame| / hw,
         and 0 for regions without a prompt (left unmodulated)."""
         key = ("cross", h, w, str(device))
         if key not in self._cache:
@@ -268,7 +269,8 @@ class LayoutState:
             if self.cross_regions is not None:
                 silent = torch.tensor([not c for c in self.cross_regions] + [False], device=device)
                 sigma = torch.where(silent[ids], torch.zeros_like(sigma), sigma)  # id -1 -> last: False
-            self._cache[key] = (ids, sigma)
+            same = same_region(ids[:, None, :], self.token_ids.to(device))
+            self._cache[key] = (same, sigma)
         return self._cache[key]
 
     def self_layout(self, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,9 +351,8 @@ class LayoutCrossAttnProcessor:
         if mask is not None:
             s = s + mask
         if modulate:
-            ids, sigma = st.cross_layout(level[1], level[2], q.device)
+            m, sigma = st.cross_layout(level[1], level[2], q.device)
             cond = slice((branches - 1) * frames, branches * frames)
-            m = same_region(ids[:, None, :], st.token_ids.to(q.device))  # (F, 1, hw, L)
             _modulate_(s[cond], m, sigma[:, None, :], st.weight(st.cross_strength))  # s[cond] is a view
         probs = torch.softmax(s, dim=-1, dtype=torch.float32)
         if record:

@@ -31,6 +31,7 @@ shows how faithful the inversion is.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from ..config import EditOptions
 from ..diffusion import ddim_loop, make_scheduler, vae_decode, vae_encode
 from ..editors import edit_first_frame
 from ..errors import UserError
-from ..i2v import Condition, condition, is_i2v, predict, timestep_index
+from ..i2v import Condition, condition, encode_prompt, is_i2v, predict, timestep_index
 from ..inversion import invert_cached
 from ..models import DiffusionModel
 from ..prompts import EditPlan
@@ -107,8 +108,11 @@ def propagate(model: DiffusionModel, frames: np.ndarray, first: np.ndarray, opts
     """Steps 2-3 on one clip (or chunk): edited latents (F, C, h, w), the reconstruction's, and timings."""
     F, fps = len(frames), opts.fps_condition
     src = condition(model, "", frames[0], F, fps)
-    branches = Condition.cat([src, condition(model, opts.negative_prompt, first, F, fps, zero_image_embedding=True),
-                              condition(model, plan.target_prompt, first, F, fps)])
+    pos = condition(model, plan.target_prompt, first, F, fps)
+    # the negative branch: its own prompt, the unconditional (zero) image embedding, the same first-frame latent
+    neg = dataclasses.replace(pos, text=encode_prompt(model, [opts.negative_prompt]),
+                              image_embedding=torch.zeros_like(pos.image_embedding))
+    branches = Condition.cat([src, neg, pos])
     z0 = vae_encode(model, frames, opts.vae_chunk)
     t0 = time.perf_counter()
     traj, inv_timesteps = invert_source(model, frames, z0, src, opts)

@@ -1,6 +1,7 @@
 """Copy a trained ShapesWorld pipeline into the package's weights folder, in fp16 safetensors.
 
     python -m videdit.shapes.publish runs/shapes/sd/pipeline shapes-sd [--vae runs/shapes/vae-dec/vae]
+    python -m videdit.shapes.publish runs/shapes/i2v/pipeline shapes-i2v
 
 `--vae` swaps in another AutoencoderKL with the same encoder (the decoder-tuned second stage),
 so the latent space the UNet was trained in is unchanged. The result loads with
@@ -23,11 +24,34 @@ def same_encoder(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def cast_folder(src: Path, dest: Path, dtype) -> None:
+    """Copy a model folder, casting the floating-point tensors of every safetensors file to `dtype`
+    (for classes that have no loadable diffusers pipeline, such as I2VGen-XL's)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dest)
+    for f in dest.rglob("*.safetensors"):
+        tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in load_file(f).items()}
+        save_file(tensors, f, metadata={"format": "pt"})
+
+
 def publish(run_pipeline: Path, name: str, vae_dir: Path | None = None, dtype=torch.float16) -> Path:
+    import json
+
     import diffusers
 
-    index = (run_pipeline / "model_index.json").read_text()
-    cls = getattr(diffusers, __import__("json").loads(index)["_class_name"])
+    index = json.loads((run_pipeline / "model_index.json").read_text())
+    dest = weights_path(name)
+    card = dest / "MODEL_CARD.md"
+    keep = card.read_text() if card.exists() else None
+    tmp = dest.with_name(f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if index["_class_name"] == "I2VGenXLPipeline":
+        if vae_dir is not None:
+            raise SystemExit("--vae is for text-to-image and instruction pipelines")
+        cast_folder(run_pipeline, tmp, dtype)
+        return _finish(tmp, dest, keep)
+    cls = getattr(diffusers, index["_class_name"])
     pipe = cls.from_pretrained(run_pipeline, torch_dtype=torch.float32)
     if vae_dir is not None:
         vae = diffusers.AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
@@ -35,12 +59,11 @@ def publish(run_pipeline: Path, name: str, vae_dir: Path | None = None, dtype=to
             raise SystemExit(f"{vae_dir}: its encoder differs from the pipeline's; the UNet's latent space would change")
         pipe.vae = vae
         pipe.register_modules(vae=vae)
-    dest = weights_path(name)
-    card = dest / "MODEL_CARD.md"
-    keep = card.read_text() if card.exists() else None
-    tmp = dest.with_name(f".{name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     pipe.to(dtype).save_pretrained(tmp, safe_serialization=True)
+    return _finish(tmp, dest, keep)
+
+
+def _finish(tmp: Path, dest: Path, keep: str | None) -> Path:
     if keep:
         (tmp / "MODEL_CARD.md").write_text(keep)
     shutil.rmtree(dest, ignore_errors=True)
@@ -51,7 +74,7 @@ def publish(run_pipeline: Path, name: str, vae_dir: Path | None = None, dtype=to
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m videdit.shapes.publish", description=__doc__.splitlines()[0])
     ap.add_argument("pipeline", type=Path, help="trained pipeline folder (RUN/pipeline)")
-    ap.add_argument("name", choices=["shapes-sd", "shapes-ip2p"])
+    ap.add_argument("name", choices=["shapes-sd", "shapes-ip2p", "shapes-i2v"])
     ap.add_argument("--vae", type=Path, help="AutoencoderKL folder to ship instead (same encoder)")
     ap.add_argument("--fp32", action="store_true", help="keep float32 weights")
     a = ap.parse_args()

@@ -4,6 +4,7 @@ KIND is one of
   vae   AutoencoderKL, 4 latent channels, 64x64 -> 16x16 (factor 4), about 1 M parameters
   sd    text-to-image latent diffusion in the Stable Diffusion classes (needs --vae)
   ip2p  instruction editing in the InstructPix2Pix classes, initialised from shapes-sd (needs --init)
+  i2v   image-to-video in the I2VGen-XL classes, with shapes-sd's VAE and text encoder (needs --init)
 
 Training data is rendered on the fly by `videdit.shapes.world` from a seeded generator, so a run
 is reproducible from (seed, step count). Training stops after `--minutes` of wall time or
@@ -477,18 +478,169 @@ def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir
     log(out, kind="ip2p", saved=str(out / "pipeline"), steps=n_steps)
 
 
+# ----------------------------------------------------------------------------- shapes-i2v
+
+# An I2VGen-XL-shaped 3D UNet: four levels (16, 8, 4, 2 latent pixels) of two layers each, so that
+# up_blocks[1..3] hold the three attentions (spatial and temporal) method i2v injects into.
+I2V_UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
+                       block_out_channels=(32, 64, 64, 64), norm_num_groups=32, cross_attention_dim=64,
+                       attention_head_dim=4)
+I2V_IMAGE_SIZE = 32  # the CLIP image encoder's input: 32x32, 4x4 patches
+I2V_FPS = 8
+
+
+def clip_batch(rng: np.random.Generator, n: int, n_frames: int) -> tuple[np.ndarray, list[str]]:
+    """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, with their captions."""
+    specs = [world.random_clip(rng, n_frames=n_frames) for _ in range(n)]
+    return np.stack([world.render_clip(s).frames for s in specs]), [s.scene.caption for s in specs]
+
+
+def v_target(abar: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v-prediction target (Salimans & Ho 2022, sec. 4): v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0."""
+    a = abar[t].view(-1, *([1] * (z0.dim() - 1)))
+    return a.sqrt() * noise - (1 - a).sqrt() * z0
+
+
+def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
+              n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1) -> None:
+    """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
+    a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
+    schedule of I2VGen-XL and min-SNR weights (for v: w = min(SNR, 5) / (SNR + 1)). Captions and image
+    embeddings are dropped independently with probability `p_drop` for classifier-free guidance."""
+    from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from videdit.i2v import save_i2v
+    from videdit.metrics import image_processor_class
+    from videdit.tiny import I2V_SCHEDULER
+
+    sd = StableDiffusionPipeline.from_pretrained(init_dir, torch_dtype=torch.float32)
+    vae = sd.vae.eval().requires_grad_(False)
+    text_encoder = sd.text_encoder.eval().requires_grad_(False)
+    tokens = TokenCache(sd.tokenizer)
+    torch.manual_seed(seed)
+    unet = I2VGenXLUNet(**I2V_UNET_CONFIG)
+    dim = I2V_UNET_CONFIG["cross_attention_dim"]
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=dim, intermediate_size=4 * dim, num_hidden_layers=2, num_attention_heads=4,
+        image_size=I2V_IMAGE_SIZE, patch_size=4, projection_dim=dim))
+    processor = image_processor_class()(size={"shortest_edge": I2V_IMAGE_SIZE},
+                                        crop_size={"height": I2V_IMAGE_SIZE, "width": I2V_IMAGE_SIZE})
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    scale = vae.config.scaling_factor
+    sched = DDPMScheduler(**{k: v for k, v in I2V_SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    abar = sched.alphas_cumprod
+    def text_states(ids):
+        # as `videdit.i2v.encode_prompt`: the penultimate layer after the final layer norm
+        with torch.no_grad():
+            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+            return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
+
+    def sample(rng, n):
+        clips, captions = clip_batch(rng, n, n_frames)
+        captions = ["" if rng.random() < p_drop else c for c in captions]
+        with torch.no_grad():
+            frames = to_tensor(clips.reshape(-1, *clips.shape[2:]))
+            post = vae.encode(frames).latent_dist
+            video = lambda z: z.view(n, n_frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
+            z0 = video(post.sample() * scale)
+            first = video(post.mean * scale)[:, :, :1]  # the first frame's latent, as `videdit.i2v.image_latents`
+            positions = torch.arange(1, n_frames).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
+            image_latents = torch.cat([first, positions.expand(n, z0.shape[1], -1, *z0.shape[-2:])], 2)
+        pixels = F.interpolate(frames.view(n, n_frames, *frames.shape[1:])[:, 0], size=I2V_IMAGE_SIZE,
+                               mode="bilinear", antialias=True, align_corners=False)
+        pixels = ((pixels + 1) / 2 - mean) / std
+        keep_image = torch.from_numpy(rng.random(n) >= p_drop).float().view(n, 1, 1)
+        return z0, image_latents, tokens(captions), pixels, keep_image
+
+    params = list(unet.parameters()) + list(image_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    trainable = dict(unet=unet, image_encoder=image_encoder)
+    ema = {n: {k: v.detach().clone() for k, v in m.named_parameters()} for n, m in trainable.items()}
+    step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
+    ck = load_ckpt(out)
+    if ck:
+        for n, m in trainable.items():
+            m.load_state_dict(ck["models"][n])
+        opt.load_state_dict(ck["opt"])
+        ema, step, elapsed, rng = ck["ema"], ck["step"], ck["elapsed"], ck["rng"]
+    gen = torch.Generator().manual_seed(seed + step)
+    budget, last_ckpt = Budget(minutes, steps, elapsed), time.time()
+
+    def checkpoint():
+        save_ckpt(out, dict(models={n: m.state_dict() for n, m in trainable.items()}, ema=ema, opt=opt.state_dict(),
+                            step=step, elapsed=budget.elapsed, rng=rng))
+
+    def write(name: str, weights: dict | None, dtype=None):
+        backup = {n: {k: p.detach().clone() for k, p in m.named_parameters()} for n, m in trainable.items()}
+        with torch.no_grad():
+            for n, m in trainable.items():
+                for k, p in m.named_parameters():
+                    p.copy_((weights or backup)[n][k])
+        tmp = out / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_i2v(tmp, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, image_encoder=image_encoder,
+                 processor=processor, scheduler=DDIMScheduler(**I2V_SCHEDULER), dtype=dtype)
+        shutil.rmtree(out / name, ignore_errors=True)
+        tmp.rename(out / name)
+        with torch.no_grad():
+            for n, m in trainable.items():
+                for k, p in m.named_parameters():
+                    p.copy_(backup[n][k])
+
+    unet.train(), image_encoder.train()
+    running = []
+    while not budget.done(step):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget.frac(step), lr)
+        z0, image_latents, ids, pixels, keep_image = sample(rng, batch)
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
+        zt = sched.add_noise(z0, noise, t)
+        image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
+        pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
+                    image_embeddings=image_embedding, encoder_hidden_states=text_states(ids)).sample
+        a = abar[t]
+        snr = a / (1 - a).clamp(min=1e-8)
+        weight = torch.clamp(snr, max=5.0) / (snr + 1)
+        per_sample = F.mse_loss(pred, v_target(abar, t, z0, noise), reduction="none").mean(dim=(1, 2, 3, 4))
+        loss = (weight * per_sample).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for n, m in trainable.items():
+            ema_update(ema[n], m, step)
+        step += 1
+        running.append(loss.item())
+        if step % 25 == 0:
+            log(out, kind="i2v", step=step, s=round(budget.elapsed), loss=round(float(np.mean(running)), 4), lr=opt.param_groups[0]["lr"])
+            running = []
+        if time.time() - last_ckpt > CKPT_EVERY_S:
+            checkpoint()
+            write("pipeline-snapshot", ema)
+            last_ckpt = time.time()
+    checkpoint()
+    for m in trainable.values():
+        m.eval()
+    write("pipeline", ema)
+    write("pipeline-fp16", ema, dtype=torch.float16)
+    log(out, kind="i2v", done=True, step=step, minutes=round(budget.elapsed / 60, 1), saved=str(out / "pipeline"))
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model on CPU.")
-    ap.add_argument("kind", choices=["vae", "sd", "ip2p"])
+    ap.add_argument("kind", choices=["vae", "sd", "ip2p", "i2v"])
     ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, and the result: vae/ or pipeline/ + pipeline-fp16/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this run")
     ap.add_argument("--steps", type=int, default=None, help="optional step budget (whichever comes first)")
     ap.add_argument("--batch", type=int, default=None, help="default: 16 crops for vae, 32 for sd and ip2p")
     ap.add_argument("--vae", type=Path, help="sd: folder of the trained AutoencoderKL (RUN/vae)")
-    ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from; vae: a trained vae/ folder whose decoder is then tuned on whole frames")
+    ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from; i2v: shapes-sd pipeline whose VAE and text encoder it uses; vae: a trained vae/ folder whose decoder is then tuned on whole frames")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -504,6 +656,10 @@ def main(argv: list[str] | None = None) -> None:
         if not a.vae:
             ap.error("sd needs --vae DIR (the vae/ folder written by the vae run)")
         train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32)
+    elif a.kind == "i2v":
+        if not a.init:
+            ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
+        train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4)
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
