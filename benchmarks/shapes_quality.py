@@ -4,7 +4,8 @@
     python benchmarks/shapes_quality.py --n-sd 50 --n-ip2p 50 # quicker
     python benchmarks/shapes_quality.py --sd runs/shapes/sd/pipeline --json
 
-DDIM inversion + regeneration PSNR is measured with the project's inversion code, not here.
+The shapes-sd rows also cover DDIM inversion (50 steps) + regeneration PSNR and the `invert` edit
+of a 16-frame red circle to blue, both through the project's own editing code (`videdit.edit`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def main() -> None:
     ap.add_argument("--n-ip2p", type=int, default=300)
     ap.add_argument("--steps", type=int, default=30, help="DDIM steps for shapes-sd")
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--n-inversion", type=int, default=3, help="8-frame clips for the inversion round trip (0: skip)")
+    ap.add_argument("--no-recolour", action="store_true", help="skip the invert red -> blue circle check")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(2)
@@ -39,6 +42,13 @@ def main() -> None:
         s = evaluate.sd_scores(pipe, a.n_sd, guidance=a.guidance, steps=a.steps)
         rows += [(f"shapes-sd colour (n={a.n_sd})", s["colour"], ">= 0.90"), ("shapes-sd shape", s["shape"], ">= 0.80"), ("shapes-sd background", s["background"], ">= 0.90")]
         rows.append(("shapes-sd seconds", time.time() - t, ""))
+        if a.n_inversion:
+            scores = evaluate.inversion_psnr(a.sd, a.n_inversion)
+            rows.append((f"DDIM inversion + regeneration PSNR dB (mean of {a.n_inversion} clips)", sum(scores) / len(scores), ">= 25"))
+        if not a.no_recolour:
+            r = evaluate.invert_recolour(a.sd)
+            rows += [("invert red -> blue circle, 16 frames: blue frames", r["blue"], ">= 0.90"),
+                     ("invert red -> blue circle: PSNR outside dB", r["psnr_outside"], "")]
     else:
         rows.append((f"shapes-sd: no pipeline at {a.sd}", float("nan"), ""))
     if (a.ip2p / "model_index.json").exists():

@@ -69,3 +69,26 @@ def test_ip2p_layout():
 
     out = pipe("make the circle blue", image=Image.fromarray(src), num_inference_steps=2, output_type="np").images
     assert out.shape == (1, 64, 64, 3)
+
+
+@need_sd
+def test_i2v_trainer_writes_a_model_method_i2v_loads(tmp_path):
+    """Two steps of `train i2v` write an I2VGen-XL-class folder that `load_i2v` reads and that
+    predicts a finite v for a clip; a restart resumes from the checkpoint instead of starting over."""
+    import json
+
+    from videdit.i2v import condition, load_i2v, predict
+    from videdit.shapes import train, world
+
+    out = tmp_path / "run"
+    train.main(["i2v", "--out", str(out), "--init", str(SD), "--steps", "2", "--batch", "1", "--threads", "1"])
+    train.main(["i2v", "--out", str(out), "--init", str(SD), "--steps", "3", "--batch", "1", "--threads", "1"])
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if '"done"' in line]
+    assert steps == [2, 3]
+    model = load_i2v(str(out / "pipeline-fp16"), device="cpu")
+    assert type(model.unet).__name__ == "I2VGenXLUNet" and model.scheduler_config["prediction_type"] == "v_prediction"
+    frames = world.render_clip(world.random_clip(np.random.default_rng(0), n_frames=4)).frames
+    cond = condition(model, "a red circle on grass", frames[0], 4, 8)
+    x = torch.randn(1, 4, 4, 16, 16)
+    v = predict(model, x, torch.tensor([500]), cond)
+    assert v.shape == x.shape and torch.isfinite(v).all()

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("shapes", help="ShapesWorld: train the project's own small models")
     shapes = p.add_subparsers(dest="shapes_command", required=True)
-    t = shapes.add_parser("train", help="train a ShapesWorld model (vae, sd, ip2p) on CPU; "
+    t = shapes.add_parser("train", help="train a ShapesWorld model (vae, sd, ip2p, i2v) on CPU; "
                                         "see 'videdit shapes train --help'", add_help=False)
     t.add_argument("train_args", nargs=argparse.REMAINDER)
 
