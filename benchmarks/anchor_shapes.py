@@ -65,7 +65,8 @@ def per_frame_edit(model_dir: str, clip, same_seed: bool, steps: int = 10, seed:
     from PIL import Image
 
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(model_dir, safety_checker=None,
-                                                                  requires_safety_checker=False)
+                                                                  requires_safety_checker=False,
+                                                                  torch_dtype=torch.float32)  # fp16 weights, CPU
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     out = []

