@@ -90,20 +90,31 @@ def test_all_frames_as_anchors_is_full_cross_frame_attention():
     assert (out - full).abs().max() < 1e-5
 
 
-def test_processors_record_then_read_the_same_keys(model):
-    """In a UNet: anchors denoised together (record) and the same frames read back from the cache
-    (attend) give the same noise prediction; a non-anchor frame depends only on itself and the anchors."""
-    unet = model.unet
-    g = torch.Generator().manual_seed(2)
-    x = torch.randn(5, 8, 8, 8, generator=g)
+def _anchor_run(unet, frames: int, seed: int):
+    """Random latents of `frames` frames and a prompt embedding; returns the anchor state (anchors 0
+    and 2), eps(frames, record, rows) that sets the state and runs the UNet on those rows, and the
+    same UNet call without touching the state."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(frames, 8, 8, 8, generator=g)
     emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g)
     t = torch.tensor(500.0)
     state = AnchorState(anchors=[0, 2], cache=AnchorCache())
 
-    def eps(idx, record, rows):
-        state.set(idx, 0, record)
+    def plain_eps(rows):
         return unet(x[rows], t, encoder_hidden_states=emb.expand(len(rows), -1, -1)).sample
 
+    def eps(idx, record, rows):
+        state.set(idx, 0, record)
+        return plain_eps(rows)
+
+    return state, eps, plain_eps
+
+
+def test_processors_record_then_read_the_same_keys(model):
+    """In a UNet: anchors denoised together (record) and the same frames read back from the cache
+    (attend) give the same noise prediction; a non-anchor frame depends only on itself and the anchors."""
+    unet = model.unet
+    state, eps, _ = _anchor_run(unet, frames=5, seed=2)
     with anchor_attention_processors(unet, state):
         recorded = eps([0, 2], True, [0, 2])
         read = eps([0, 2], False, [0, 2])
@@ -122,22 +133,13 @@ def test_injection_wrapped_around_anchor_processors_keeps_anchor_attention(model
     from videdit.attention.injection import InjectionState, feature_injection
 
     unet = model.unet
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 8, 8, 8, generator=g)
-    emb = torch.randn(1, 77, unet.config.cross_attention_dim, generator=g)
-    t = torch.tensor(500.0)
-    state = AnchorState(anchors=[0, 2], cache=AnchorCache())
-
-    def eps(idx, record, rows):
-        state.set(idx, 0, record)
-        return unet(x[rows], t, encoder_hidden_states=emb.expand(len(rows), -1, -1)).sample
-
+    state, eps, plain_eps = _anchor_run(unet, frames=4, seed=3)
     with anchor_attention_processors(unet, state):
         eps([0, 2], True, [0, 2])
         alone = eps([3], False, [3])
         with feature_injection(unet, InjectionState(mode="off")) as used:
             wrapped = eps([3], False, [3])
-    plain = unet(x[[3]], t, encoder_hidden_states=emb).sample
+    plain = plain_eps([3])
     assert used["attentions"]
     assert (wrapped - alone).abs().max() < 1e-5
     assert (plain - alone).abs().max() > 1e-3

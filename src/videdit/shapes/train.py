@@ -400,8 +400,9 @@ def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: P
     log(out, kind="sd", saved=str(out / "pipeline"), steps=n_steps)
 
 
-def _save_ema_snapshot(out: Path, name: str, modules: dict, ema: dict, build) -> None:
-    """Save a loadable pipeline with the current EMA weights (then restore the training weights)."""
+def _save_ema_snapshot(out: Path, name: str, modules: dict, ema: dict, build=None, save=None) -> None:
+    """Write `out/name` with the current EMA weights swapped in (then restore the training weights):
+    `build()` returns a diffusers pipeline to save, or `save(folder)` writes the folder itself."""
     backup = {n: {k: p.detach().clone() for k, p in modules[n].named_parameters()} for n in ema}
     with torch.no_grad():
         for n in ema:
@@ -409,7 +410,10 @@ def _save_ema_snapshot(out: Path, name: str, modules: dict, ema: dict, build) ->
                 p.copy_(ema[n][k])
         tmp = out / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        build().save_pretrained(tmp, safe_serialization=True)
+        if save is not None:
+            save(tmp)
+        else:
+            build().save_pretrained(tmp, safe_serialization=True)
         shutil.rmtree(out / name, ignore_errors=True)
         tmp.rename(out / name)
         for n in ema:
@@ -572,22 +576,10 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         save_ckpt(out, dict(models={n: m.state_dict() for n, m in trainable.items()}, ema=ema, opt=opt.state_dict(),
                             step=step, elapsed=budget.elapsed, rng=rng))
 
-    def write(name: str, weights: dict | None, dtype=None):
-        backup = {n: {k: p.detach().clone() for k, p in m.named_parameters()} for n, m in trainable.items()}
-        with torch.no_grad():
-            for n, m in trainable.items():
-                for k, p in m.named_parameters():
-                    p.copy_((weights or backup)[n][k])
-        tmp = out / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_i2v(tmp, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, image_encoder=image_encoder,
-                 processor=processor, scheduler=DDIMScheduler(**I2V_SCHEDULER), dtype=dtype)
-        shutil.rmtree(out / name, ignore_errors=True)
-        tmp.rename(out / name)
-        with torch.no_grad():
-            for n, m in trainable.items():
-                for k, p in m.named_parameters():
-                    p.copy_(backup[n][k])
+    def write(name: str, dtype=None):
+        _save_ema_snapshot(out, name, trainable, ema, save=lambda folder: save_i2v(
+            folder, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, image_encoder=image_encoder,
+            processor=processor, scheduler=DDIMScheduler(**I2V_SCHEDULER), dtype=dtype))
 
     unet.train(), image_encoder.train()
     running = []
@@ -619,13 +611,13 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             running = []
         if time.time() - last_ckpt > CKPT_EVERY_S:
             checkpoint()
-            write("pipeline-snapshot", ema)
+            write("pipeline-snapshot")
             last_ckpt = time.time()
     checkpoint()
     for m in trainable.values():
         m.eval()
-    write("pipeline", ema)
-    write("pipeline-fp16", ema, dtype=torch.float16)
+    write("pipeline")
+    write("pipeline-fp16", dtype=torch.float16)
     log(out, kind="i2v", done=True, step=step, minutes=round(budget.elapsed / 60, 1), saved=str(out / "pipeline"))
 
 
