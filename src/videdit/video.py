@@ -40,7 +40,11 @@ FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # suffix -> (container format, codec, codec options). Outputs are often inputs of further
 # editing, so quality stays near visually lossless (about 40 dB PSNR on the samples); x264's
 # "veryfast" preset is 3-5x faster than "medium" for a slightly larger file at equal quality.
-_X264 = {"crf": "17", "preset": "veryfast"}
+# mbtree (x264's macroblock-tree rate control) made the bundled libx264 encode identical frames into
+# different bitstreams from one call to the next inside a long-lived process (decoded pixels off by up to
+# 33 levels), so that two runs with one seed wrote different videos. Without it the output is
+# bit-reproducible; at crf 17 the lost compression does not matter.
+_X264 = {"crf": "17", "preset": "veryfast", "x264-params": "mbtree=0"}
 VIDEO_FORMATS = {
     ".mp4": ("mp4", "libx264", _X264),
     ".mov": ("mov", "libx264", _X264),
