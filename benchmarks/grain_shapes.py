@@ -1,13 +1,14 @@
 """ShapesWorld meaning check of method grain: two circles of one colour, each edited to another colour.
 
-A clip of two red circles (left, right) on grass is edited to "a blue circle and a green circle on
-grass". ``grain`` gets two regions (the ground-truth masks of the circles) with the prompts
+A clip of two red circles (left, right) on grass (or `--background`) is edited to "a blue circle and a
+green circle on grass". ``grain`` gets two regions (the ground-truth masks of the circles) with the prompts
 "a blue circle" (left) and "a green circle" (right); ``invert`` gets the same prompt and no regions.
 Per-region colour accuracy: the fraction of frames in which the oracle (`videdit.shapes.judge`)
 names the region's target colour for the circle under its ground-truth mask. Both methods run with the same seed,
 steps, strength and guidance in one process; the ratios compare like with like.
 
     python benchmarks/grain_shapes.py                       # 8 frames, 25 steps
+    python benchmarks/grain_shapes.py --background sand     # green circles are hard to see on grass
     python benchmarks/grain_shapes.py --variants            # also: self-attention on the unconditional
                                                             # half, sigma / frames^2 (the original code)
 """
@@ -23,16 +24,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PROMPT = "a blue circle and a green circle on grass"
-SOURCE = "a red circle and a red circle on grass"
+BACKGROUND = "grass"
+
+
+def prompts(background: str = BACKGROUND) -> tuple[str, str]:
+    """(target, source) prompts of the two-circle scene on ``background``."""
+    return (f"a blue circle and a green circle on {background}", f"a red circle and a red circle on {background}")
+
+
 TARGETS = (("left", "a blue circle", "blue"), ("right", "a green circle", "green"))
 
 
-def two_circles(frames: int = 8, colour: str = "red", seed: int = 3):
+def two_circles(frames: int = 8, colour: str = "red", seed: int = 3, background: str = BACKGROUND):
     """(T, 64, 64, 3) frames and [left, right] (T, 64, 64) ground-truth masks; the circles drift apart slowly."""
     from videdit.shapes.world import ClipSpec, Motion, Obj, Scene, render_clip
 
-    scene = Scene((Obj("circle", colour, 0.28, 0.5, 0.17), Obj("circle", colour, 0.72, 0.5, 0.17)), "grass", seed)
+    scene = Scene((Obj("circle", colour, 0.28, 0.5, 0.17), Obj("circle", colour, 0.72, 0.5, 0.17)), background, seed)
     spec = ClipSpec(scene, (Motion("linear", -0.004, 0.003), Motion("linear", 0.004, -0.003)), n_frames=frames)
     clip = render_clip(spec)
     order = np.argsort([o.cx for o in scene.objects])
@@ -47,7 +54,8 @@ def colour_accuracy(frames: np.ndarray, mask: np.ndarray, colour: str) -> float:
     return float(np.mean([object_colour(f, m) == colour for f, m in zip(frames, mask)]))
 
 
-def edit(model, frames, masks, method: str, steps: int, strength: float, **options) -> np.ndarray:
+def edit(model, frames, masks, method: str, steps: int, strength: float, background: str = BACKGROUND,
+         **options) -> np.ndarray:
     import videdit
 
     regions = None
@@ -60,7 +68,8 @@ def edit(model, frames, masks, method: str, steps: int, strength: float, **optio
                 for i, m in enumerate(mask):
                     Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{i:05d}.png")
                 regions.append(f"{name}={folder}:{prompt}")
-        res = videdit.edit(frames, PROMPT, method=method, model=model, regions=regions, source_prompt=SOURCE,
+        target, source = prompts(background)
+        res = videdit.edit(frames, target, method=method, model=model, regions=regions, source_prompt=source,
                            steps=steps, strength=strength, size=frames.shape[2], progress=False, no_cache=True,
                            reconstruction=False, **options)
     return res.frames
@@ -71,12 +80,12 @@ def score(frames, masks) -> dict[str, float]:
 
 
 def compare(model="shapes-sd", frames: int = 8, steps: int = 25, strength: float = 1.0, variants: bool = False,
-            **options) -> dict[str, dict[str, float]]:
+            background: str = BACKGROUND, **options) -> dict[str, dict[str, float]]:
     """{label: {left, right, mean}} colour accuracies of invert, grain (and its variants)."""
     from videdit.models import load_sd
 
     loaded = load_sd(str(model)) if isinstance(model, (str, Path)) else model
-    clip, masks = two_circles(frames)
+    clip, masks = two_circles(frames, background=background)
     runs = {"invert": ("invert", {}), "grain": ("grain", {})}
     if variants:
         runs["grain self=uncond"] = ("grain", {"layout_self_branch": "uncond"})
@@ -85,7 +94,7 @@ def compare(model="shapes-sd", frames: int = 8, steps: int = 25, strength: float
     out = {"source": dict(score(clip, masks))}
     for label, (method, extra) in runs.items():
         t0 = time.perf_counter()
-        acc = score(edit(loaded, clip, masks, method, steps, strength, **options, **extra), masks)
+        acc = score(edit(loaded, clip, masks, method, steps, strength, background, **options, **extra), masks)
         acc["seconds"] = time.perf_counter() - t0
         out[label] = acc
     for acc in out.values():
@@ -101,16 +110,18 @@ def main(argv=None) -> int:
     p.add_argument("--strength", type=float, default=1.0)
     p.add_argument("--layout-factors", default="1,2,4", help="at 64 px every level is coarse: modulate all")
     p.add_argument("--variants", action="store_true")
+    p.add_argument("--background", default=BACKGROUND, help="grass, sand, sky, night or brick")
     args = p.parse_args(argv)
-    res = compare(args.model, args.frames, args.steps, args.strength, args.variants, layout_factors=args.layout_factors)
-    print(f"ShapesWorld two circles, {args.frames} frames 64x64, {args.steps} steps, strength {args.strength}, "
+    res = compare(args.model, args.frames, args.steps, args.strength, args.variants, args.background,
+                  layout_factors=args.layout_factors)
+    print(f"ShapesWorld two circles on {args.background}, {args.frames} frames 64x64, {args.steps} steps, strength {args.strength}, "
           f"layout factors {args.layout_factors}")
     print(f"{'run':32s} {'left->blue':>10s} {'right->green':>12s} {'mean':>6s} {'time s':>7s}")
     for label, acc in res.items():
         print(f"{label:32s} {acc['left']:10.3f} {acc['right']:12.3f} {acc['mean']:6.3f} {acc.get('seconds', 0):7.1f}")
     base = res["invert"]["mean"]
-    print(f"grain - invert mean accuracy: {res['grain']['mean'] - base:+.3f} "
-          f"(ratio {res['grain']['mean'] / max(base, 1e-9):.2f})")
+    ratio = f"{res['grain']['mean'] / base:.2f}" if base > 0 else "n/a: invert scored 0"
+    print(f"grain - invert mean accuracy: {res['grain']['mean'] - base:+.3f} (ratio {ratio})")
     return 0
 
 
