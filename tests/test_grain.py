@@ -200,7 +200,10 @@ def test_shapesworld_two_circles_grain_beats_invert():
 
     if not (weights_path("shapes-sd") / "model_index.json").is_file():
         pytest.skip(f"the ShapesWorld model is not trained yet ({weights_path('shapes-sd')} has no model_index.json)")
-    scores = json.loads((weights_path("shapes-sd") / "scores.json").read_text())
+    scores_file = weights_path("shapes-sd") / "scores.json"  # publishing new weights leaves it out until measured
+    if not scores_file.is_file():
+        pytest.skip("shapes-sd has no scores.json; measure it with benchmarks/shapes_quality.py")
+    scores = json.loads(scores_file.read_text())
     if scores["colour"] < 0.85 or scores["background"] < scores["bars"]["background"]:
         # a model that cannot draw the asked colours and backgrounds cannot tell the methods apart
         pytest.skip("shapes-sd draws too few asked colours or backgrounds (scores.json); "
@@ -210,7 +213,7 @@ def test_shapesworld_two_circles_grain_beats_invert():
     clip, masks = bench.two_circles(8, background="sand")
     assert all(m.any(axis=(1, 2)).all() for m in masks)
     # per-region colour accuracy by the oracle under the ground-truth masks, grain (regions) vs
-    # invert (same prompt, no regions); measured at 25 steps: grain 1.0 / 0.0 (left blue, right
+    # invert (same prompt, no regions); measured at 20 and 25 steps: grain 1.0 / 0.0 (left blue, right
     # still not green), invert 0.0 / 0.0 (it redraws the circles elsewhere)
     res = bench.compare("shapes-sd", frames=8, steps=20, background="sand", layout_factors="1,2,4")
     assert res["grain"]["left"] >= 0.75 and res["invert"]["left"] <= 0.25, res
