@@ -185,6 +185,36 @@ def test_chunk_size_and_order_do_not_change_frames(model):
     assert (other[1] - ref[1]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_denoised_estimate_follows_the_prediction_type(model, prediction):
+    """A UNet that predicts exactly (eps or v of a known z_0) gives back z_0 at every noise level."""
+    import dataclasses
+
+    from diffusers import DDPMScheduler
+
+    from videdit.methods.anchor import AnchorEditor
+
+    config = dict(model.scheduler_config, prediction_type=prediction)
+    abar = DDPMScheduler.from_config(config).alphas_cumprod.double()
+    z0 = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)).double()
+
+    def oracle(sample, t, encoder_hidden_states=None, return_dict=False):
+        a = abar[int(t)]
+        z_t = sample[:, :4].double()
+        eps = (z_t - a.sqrt() * z0.repeat(3, 1, 1, 1)) / (1 - a).sqrt()
+        out = eps if prediction == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * z0.repeat(3, 1, 1, 1)
+        return (out.float(),)
+
+    unet = type("Oracle", (), {"config": model.unet.config, "__call__": staticmethod(oracle)})()
+    fake = dataclasses.replace(model, scheduler_config=config, unet=unet)
+    editor = AnchorEditor(fake, clip(2), "make it blue", _opts(steps=6))
+    for i in range(len(editor.sigmas) - 1):
+        sigma = float(editor.sigmas[i])
+        x = z0 + sigma * torch.randn(z0.shape, generator=torch.Generator().manual_seed(i)).double()
+        x0 = editor.predict_x0(x.float(), i, [0, 1], record=False)
+        assert (x0 - z0).abs().max() < 1e-3 * max(1.0, sigma), (prediction, i, sigma)
+
+
 def test_sd_model_is_refused(tiny_sd):
     import videdit
 

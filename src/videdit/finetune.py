@@ -11,7 +11,7 @@ the camera and the objects, which is what consecutive video frames ask of it. A 
     t      translation, uniform in [-5%, 5%] of the width and of the height
     s      scale, uniform in [0.95, 1.05]             c    the image centre
 
-The loss is the one the editor was trained with: epsilon prediction with the InstructPix2Pix
+The loss is the one the editor was trained with: its scheduler's prediction type (epsilon or v) with the InstructPix2Pix
 conditioning dropout (text dropped for 5% of samples, image for 5%, both for 5%), min-SNR weights
 and EMA (the shared ShapesWorld training loop, `videdit.shapes.train.diffusion_loop`).
 
@@ -126,7 +126,7 @@ def finetune_equivariant(model: str, data: str, out: str | Path, minutes: float 
     from diffusers import StableDiffusionInstructPix2PixPipeline
 
     from .models import resolve
-    from .shapes.train import TokenCache, diffusion_loop, log, to_tensor
+    from .shapes.train import TokenCache, diffusion_loop, ip2p_training_batch, log
 
     out = Path(out)
     if (out / "model_index.json").exists() and not overwrite:
@@ -145,7 +145,6 @@ def finetune_equivariant(model: str, data: str, out: str | Path, minutes: float 
     size = resolution or unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     triples = shapes_triples(size) if data == "shapes" else FolderTriples(Path(data), size)
     tokens = TokenCache(pipe.tokenizer)
-    scale = vae.config.scaling_factor
     with torch.no_grad():
         empty = text_encoder(tokens([""]))[0]
 
@@ -153,19 +152,13 @@ def finetune_equivariant(model: str, data: str, out: str | Path, minutes: float 
         src, tgt, text = triples(rng, n)
         pairs = [transform_pair(rng, s, t) for s, t in zip(src, tgt)]
         src, tgt = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-        with torch.no_grad():
-            z0 = vae.encode(to_tensor(tgt)).latent_dist.sample() * scale
-            zc = vae.encode(to_tensor(src)).latent_dist.mode()  # InstructPix2Pix: unscaled posterior mode
-            hidden = text_encoder(tokens(text))[0]
-        u = torch.from_numpy(rng.random(n)).float()  # conditioning dropout, as in training
-        hidden = torch.where((u < 2 * p_drop)[:, None, None], empty.expand_as(hidden), hidden)
-        zc = torch.where(((u >= p_drop) & (u < 3 * p_drop))[:, None, None, None], torch.zeros_like(zc), zc)
-        return z0, zc, hidden
+        return ip2p_training_batch(vae, text_encoder, tokens, empty, src, tgt, text, rng, p_drop)
 
     work = out / "train"
     work.mkdir(parents=True, exist_ok=True)
     unet.requires_grad_(True)
-    n_steps = diffusion_loop(work, "equivariant", dict(unet=unet), ["unet"], sample_batch, seed, minutes, steps, lr, batch)
+    n_steps = diffusion_loop(work, "equivariant", dict(unet=unet), ["unet"], sample_batch, seed, minutes, steps, lr, batch,
+                             prediction=pipe.scheduler.config.prediction_type)
     tmp = out / ".model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)

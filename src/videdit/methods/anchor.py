@@ -70,8 +70,8 @@ def euler_ancestral_schedule(model: DiffusionModel, steps: int) -> tuple[torch.T
     from diffusers import EulerAncestralDiscreteScheduler
 
     scheduler = EulerAncestralDiscreteScheduler.from_config(model.scheduler_config)
-    if scheduler.config.prediction_type != "epsilon":
-        raise UserError(f"--method anchor needs an epsilon-prediction model; {model.name} predicts "
+    if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+        raise UserError(f"--method anchor needs an epsilon- or v-prediction model; {model.name} predicts "
                         f"{scheduler.config.prediction_type}")
     scheduler.set_timesteps(steps, device="cpu")
     return scheduler.sigmas.double(), scheduler.timesteps.float()
@@ -114,6 +114,7 @@ class AnchorEditor:
         self.state = AnchorState(self.anchors, cache, chunk_size=opts.attention_chunk)
         self.text = encode_text(model, [instruction, ""])[[0, 1, 1]]  # branches: c_T, 0, 0
         self.sigmas, self.timesteps = euler_ancestral_schedule(model, opts.steps)
+        self.v_prediction = model.scheduler_config.get("prediction_type") == "v_prediction"
         h, w = frames.shape[1] // model.vae_scale, frames.shape[2] // model.vae_scale
         self.latent_shape = (model.latent_channels, h, w)
         self.shared_noise = shared_noise
@@ -146,7 +147,12 @@ class AnchorEditor:
 
     # -- one guided prediction ---------------------------------------------------------------
     def predict_x0(self, x: torch.Tensor, i: int, idx: list[int], record: bool) -> torch.Tensor:
-        """x - sigma * eps_hat for frames ``idx`` (clip indices), one UNet call over the 3 branches."""
+        """The denoised estimate for frames ``idx`` (clip indices), one UNet call over the 3 branches.
+
+        With x = z_0 + sigma eps and the UNet input z_t = x / sqrt(sigma^2 + 1): x - sigma eps_hat for
+        epsilon prediction, (z_t - sigma v_hat) / sqrt(sigma^2 + 1) for v prediction (v = sqrt(abar) eps
+        - sqrt(1 - abar) z_0, with sqrt(abar) = 1 / sqrt(sigma^2 + 1)). Both are affine in the prediction,
+        so guiding the predictions equals guiding the estimates."""
         model, opts = self.model, self.opts
         sigma, t = float(self.sigmas[i]), self.timesteps[i].to(model.device)
         n = len(idx)
@@ -161,6 +167,8 @@ class AnchorEditor:
         self.unet_calls += 1
         eps_text, eps_image, eps_uncond = eps.chunk(3)
         eps = eps_uncond + opts.guidance * (eps_text - eps_image) + opts.image_guidance * (eps_image - eps_uncond)
+        if self.v_prediction:
+            return (x / math.sqrt(sigma**2 + 1) - sigma * eps) / math.sqrt(sigma**2 + 1)
         return x - sigma * eps
 
     # -- passes ----------------------------------------------------------------------------

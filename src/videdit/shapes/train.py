@@ -150,11 +150,18 @@ def load_ckpt(out: Path) -> dict | None:
     return torch.load(p, weights_only=False) if p.exists() else None
 
 
-def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0) -> torch.Tensor:
-    """Min-SNR-gamma weight for epsilon prediction: w(t) = min(SNR(t), gamma) / SNR(t), SNR = abar / (1 - abar)."""
+def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0, prediction: str = "epsilon") -> torch.Tensor:
+    """Min-SNR-gamma weight (Hang et al. 2023, sec. 3.4), SNR = abar / (1 - abar):
+    w(t) = min(SNR, gamma) / SNR for epsilon prediction, min(SNR, gamma) / (SNR + 1) for v prediction."""
     abar = alphas_cumprod[t]
-    snr = abar / (1 - abar)
-    return torch.clamp(snr, max=gamma) / snr
+    snr = abar / (1 - abar).clamp(min=1e-8)
+    return torch.clamp(snr, max=gamma) / (snr + 1 if prediction == "v_prediction" else snr)
+
+
+def v_target(abar: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """v-prediction target (Salimans & Ho 2022, sec. 4): v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0."""
+    a = abar[t].view(-1, *([1] * (z0.dim() - 1)))
+    return a.sqrt() * noise - (1 - a).sqrt() * z0
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -281,16 +288,16 @@ class TokenCache:
         return torch.stack([self.cache[t] for t in texts])
 
 
-def ddim_scheduler():
+def ddim_scheduler(prediction: str = "epsilon"):
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(**SCHEDULE, **DDIM_EXTRA)
+    return DDIMScheduler(**SCHEDULE, **{**DDIM_EXTRA, "prediction_type": prediction})
 
 
 # ----------------------------------------------------------------------------- diffusion training (shared loop)
 
-def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None) -> int:
-    """Epsilon-prediction training with min-SNR weights, gradient clipping and EMA; returns the step count.
+def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon") -> int:
+    """Epsilon- or v-prediction training with min-SNR weights, gradient clipping and EMA; returns the step count.
 
     `sample_batch(rng, n)` returns (clean scaled latents z0, unet extra input or None, encoder_hidden_states fn input).
     `modules` maps names to nn.Modules; those in `trainable` are optimised and EMA-averaged.
@@ -326,9 +333,10 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (z0.shape[0],), generator=gen)
         zt = noise_sched.add_noise(z0, noise, t)  # z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
         unet_in = zt if extra is None else torch.cat([zt, extra], 1)
-        eps = modules["unet"](unet_in, t, encoder_hidden_states=hidden).sample
-        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))
-        loss = (min_snr_weight(abar, t) * per_sample).mean()
+        pred = modules["unet"](unet_in, t, encoder_hidden_states=hidden).sample
+        target = noise if prediction == "epsilon" else v_target(abar, t, z0, noise)
+        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        loss = (min_snr_weight(abar, t, prediction=prediction) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -431,6 +439,24 @@ def triple_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
     return np.stack(src), np.stack(tgt), text
 
 
+def ip2p_training_batch(vae, text_encoder, tokens, empty: torch.Tensor, src: np.ndarray, tgt: np.ndarray,
+                        text: list[str], rng: np.random.Generator, p_drop: float):
+    """(z_0 of the targets, c_I of the sources, text states) for `diffusion_loop`, with the
+    InstructPix2Pix conditioning dropout (Brooks et al. 2023, sec. 3.2.1): u < 2p drops the text,
+    p <= u < 3p drops the image (both for p <= u < 2p)."""
+    with torch.no_grad():
+        z0 = vae.encode(to_tensor(tgt)).latent_dist.sample() * vae.config.scaling_factor
+        # the IP2P pipeline conditions on the unscaled posterior mode of the source image
+        zc = vae.encode(to_tensor(src)).latent_dist.mode()
+        hidden = text_encoder(tokens(text))[0]
+    u = torch.from_numpy(rng.random(len(text))).float()
+    drop_text = (u < 2 * p_drop)[:, None, None]
+    drop_image = ((u >= p_drop) & (u < 3 * p_drop))[:, None, None, None]
+    hidden = torch.where(drop_text, empty.expand_as(hidden), hidden)
+    zc = torch.where(drop_image, torch.zeros_like(zc), zc)
+    return z0, zc, hidden
+
+
 def ip2p_unet_from(sd_unet):
     """The shapes-sd UNet with 8 input channels: noisy latent + source-image latent, new channels zero-initialised."""
     from diffusers import UNet2DConditionModel
@@ -445,7 +471,12 @@ def ip2p_unet_from(sd_unet):
     return unet
 
 
-def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05) -> None:
+def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction") -> None:
+    """InstructPix2Pix training (Brooks et al. 2023, sec. 3.2) from the shapes-sd UNet.
+
+    v prediction by default: with epsilon prediction the source latent c_I barely lowers the loss at high
+    noise (eps ~ z_t there), so a short run learned the instruction but not to keep the source's layout;
+    v ~ -z_0 at high noise makes copying c_I the first thing the UNet learns."""
     from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
 
     sd = StableDiffusionPipeline.from_pretrained(init_dir, torch_dtype=torch.float32)
@@ -453,31 +484,18 @@ def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir
     text_encoder = sd.text_encoder.eval().requires_grad_(False)  # shared with shapes-sd, frozen
     unet = ip2p_unet_from(sd.unet)
     tokens = TokenCache(sd.tokenizer)
-    scale = vae.config.scaling_factor
     with torch.no_grad():
         empty = text_encoder(tokens([""]))[0]
 
     def sample_batch(rng, n):
-        src, tgt, text = triple_batch(rng, n)
-        with torch.no_grad():
-            z0 = vae.encode(to_tensor(tgt)).latent_dist.sample() * scale
-            # the IP2P pipeline conditions on the unscaled posterior mode of the source image
-            zc = vae.encode(to_tensor(src)).latent_dist.mode()
-            hidden = text_encoder(tokens(text))[0]
-        # InstructPix2Pix dropout: u < 2p drops the text, p <= u < 3p drops the image (both for p <= u < 2p)
-        u = torch.from_numpy(rng.random(n)).float()
-        drop_text = (u < 2 * p_drop)[:, None, None]
-        drop_image = ((u >= p_drop) & (u < 3 * p_drop))[:, None, None, None]
-        hidden = torch.where(drop_text, empty.expand_as(hidden), hidden)
-        zc = torch.where(drop_image, torch.zeros_like(zc), zc)
-        return z0, zc, hidden
+        return ip2p_training_batch(vae, text_encoder, tokens, empty, *triple_batch(rng, n), rng, p_drop)
 
     modules = dict(unet=unet)
 
     def build():
-        return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=ddim_scheduler(prediction), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
-    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build))
+    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction)
     save_pipeline(build(), out, "pipeline")
     log(out, kind="ip2p", saved=str(out / "pipeline"), steps=n_steps)
 
@@ -497,12 +515,6 @@ def clip_batch(rng: np.random.Generator, n: int, n_frames: int) -> tuple[np.ndar
     """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, with their captions."""
     specs = [world.random_clip(rng, n_frames=n_frames) for _ in range(n)]
     return np.stack([world.render_clip(s).frames for s in specs]), [s.scene.caption for s in specs]
-
-
-def v_target(abar: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """v-prediction target (Salimans & Ho 2022, sec. 4): v = sqrt(abar_t) eps - sqrt(1 - abar_t) z_0."""
-    a = abar[t].view(-1, *([1] * (z0.dim() - 1)))
-    return a.sqrt() * noise - (1 - a).sqrt() * z0
 
 
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
@@ -593,9 +605,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
         pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
                     image_embeddings=image_embedding, encoder_hidden_states=text_states(ids)).sample
-        a = abar[t]
-        snr = a / (1 - a).clamp(min=1e-8)
-        weight = torch.clamp(snr, max=5.0) / (snr + 1)
+        weight = min_snr_weight(abar, t, prediction="v_prediction")
         per_sample = F.mse_loss(pred, v_target(abar, t, z0, noise), reduction="none").mean(dim=(1, 2, 3, 4))
         loss = (weight * per_sample).mean()
         opt.zero_grad(set_to_none=True)
@@ -633,6 +643,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: 16 crops for vae, 32 for sd and ip2p")
     ap.add_argument("--vae", type=Path, help="sd: folder of the trained AutoencoderKL (RUN/vae)")
     ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from; i2v: shapes-sd pipeline whose VAE and text encoder it uses; vae: a trained vae/ folder whose decoder is then tuned on whole frames")
+    ap.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="v_prediction", help="ip2p: what the UNet predicts")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -655,7 +666,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
-        train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32)
+        train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32, prediction=a.prediction)
 
 
 if __name__ == "__main__":
