@@ -46,9 +46,10 @@ def main() -> None:
             scores = evaluate.inversion_psnr(a.sd, a.n_inversion)
             rows.append((f"DDIM inversion + regeneration PSNR dB (mean of {a.n_inversion} clips)", sum(scores) / len(scores), ">= 25"))
         if not a.no_recolour:
-            r = evaluate.invert_recolour(a.sd)
-            rows += [("invert red -> blue circle, 16 frames: blue frames", r["blue"], ">= 0.90"),
-                     ("invert red -> blue circle: PSNR outside dB", r["psnr_outside"], "")]
+            for inject in (0, 25):  # plain, then plug-and-play injection in the first 25 of 50 steps
+                r = evaluate.invert_recolour(a.sd, inject_steps=inject)
+                rows += [(f"invert red -> blue circle, 16 frames, --inject-steps {inject}: blue frames", r["blue"], ">= 0.90"),
+                         (f"invert red -> blue circle, --inject-steps {inject}: PSNR outside dB", r["psnr_outside"], "")]
     else:
         rows.append((f"shapes-sd: no pipeline at {a.sd}", float("nan"), ""))
     if (a.ip2p / "model_index.json").exists():

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from videdit.cli import main
+from videdit.errors import UserError
 from videdit.video import read_clip
 
 FAST = ["--steps", "6", "--size", "128", "--no-progress"]
@@ -78,6 +79,23 @@ def test_strength_zero_returns_source_through_vae(tiny_sd):
     expected = vae_decode(model, vae_encode(model, frames))
     assert res.info["start_step"] == 0
     assert np.array_equal(res.frames, expected)
+
+
+def test_invert_injects_the_sources_features_in_the_first_steps(tiny_sd):
+    import videdit
+
+    opts = dict(model=tiny_sd, steps=4, size=64, progress=False, reconstruction=False, seed=3)
+    plain = videdit.edit(_frames(), "a blue car", source_prompt="a red car", **opts)
+    injected = videdit.edit(_frames(), "a blue car", source_prompt="a red car", inject_steps=2, **opts)
+    info = injected.info
+    # the tiny UNet has 3 named ResNet blocks and 1 self-attention layer (q and k) under the named blocks:
+    # 5 features at each of the 2 first editing timesteps, each replacing the edit's own exactly once
+    assert len(info["injected_layers"]["resnets"]) == 3 and len(info["injected_layers"]["attentions"]) == 1
+    assert info["injected_features"] == 2 * 5 and info["injected_replacements"] == 2 * 5
+    assert not info["inversion_cached"]  # the features come from a fresh inversion
+    assert not np.array_equal(plain.frames, injected.frames)
+    with pytest.raises(UserError, match="inject-steps"):
+        videdit.edit(_frames(), "a blue car", inject_steps=-1, **opts)
 
 
 def test_second_edit_of_same_clip_reuses_inversion(tiny_sd, caplog):

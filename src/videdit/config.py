@@ -93,8 +93,8 @@ class EditOptions:
                                    "(grain; it takes part in self-attention only)")
     blend_from: float = _opt(0.0, "grain: from this fraction of the editing steps on, keep the source latents "
                              "outside the union of region masks (1: no blending)")
-    inject_steps: int = _opt(0, "grain: inject the source's residual features and self-attention queries/keys "
-                             "in the first N editing steps (plug-and-play)")
+    inject_steps: int = _opt(0, "invert, grain: inject the source's residual features and self-attention "
+                             "queries/keys in the first N editing steps (plug-and-play)")
     auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention")
     save_attention: bool = _opt(False, "grain: write each region's cross-attention maps into the run folder")
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention.injection import SD15_ATTENTIONS, SD15_RESNETS, InjectionState, feature_injection
+from ..attention.injection import SD15_ATTENTIONS, InjectionState, feature_injection, layout_resnets
 from ..attention.layout import CrossAttentionRecorder, LayoutState, layout_attention
 from ..attention import parse_layer_name
 from ..config import EditOptions
@@ -224,7 +224,7 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
             "regions": [dict(name=r.name, mask=r.mask, prompt=r.prompt) for r in regions]}
     extras: dict[str, np.ndarray] = {}
 
-    injection = (feature_injection(model.unet, inject, SD15_RESNETS, SD15_ATTENTIONS) if opts.inject_steps
+    injection = (feature_injection(model.unet, inject, layout_resnets(model.unet), SD15_ATTENTIONS) if opts.inject_steps
                  else nullcontext({}))
     with layout_attention(model.unet, layout), injection as injected:
         # 3. Inversion (plain cross-frame attention: layout.timestep is None), recording what later steps need.

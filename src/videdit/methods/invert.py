@@ -8,19 +8,28 @@ Both passes use cross-frame self-attention (every frame's queries attend to the 
 all frames, or of the first and previous frame: `videdit.attention.frames`), which ties the frames
 together so that the edit is the same edit in every frame, and the same ControlNet maps.
 The reconstruction (the same k steps under the source prompt) tells how faithful inversion is.
+
+With ``--inject-steps N`` (plug-and-play, `videdit.attention.injection`): the inversion also keeps
+the source's residual features and self-attention queries/keys at the first N editing timesteps,
+and the edit uses them in place of its own at those timesteps. Inverted noise alone does not pin
+the layout once the prompt changes (on ShapesWorld "a red circle" -> "a blue circle" drew the blue
+circle elsewhere); the injected features do.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
 from ..attention.frames import cross_frame_attention
+from ..attention.injection import SD15_ATTENTIONS, InjectionState, feature_injection, layout_resnets
 from ..config import EditOptions
 from ..control import control_maps, maps_to_tensor
-from ..diffusion import ddim_sample, encode_text, vae_decode, vae_encode
+from ..diffusion import ddim_sample, encode_text, make_scheduler, vae_decode, vae_encode
+from ..errors import UserError
 from ..inversion import invert_cached, start_index
 from ..models import DiffusionModel
 from ..prompts import EditPlan
@@ -35,19 +44,33 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
                              for p in (plan.target_prompt, plan.source_prompt, ""))
     maps = control_maps(frames, opts.control, opts.allow_pickle)
     control = maps_to_tensor(maps, model.device, model.dtype) if maps is not None and model.controlnet is not None else None
+    if opts.inject_steps < 0:
+        raise UserError(f"--inject-steps must be 0 or more, got {opts.inject_steps}")
     k = start_index(opts.strength, opts.steps)
     info = {"start_step": k}
-    with cross_frame_attention(model.unet, F, opts.frame_attention, opts.attention_chunk):
+    # the timesteps of the first N editing steps: only their features are kept and injected
+    editing_timesteps = make_scheduler(model, opts.steps).timesteps[opts.steps - k:] if k > 0 else []
+    inject = InjectionState(keep={int(t) for t in editing_timesteps[:opts.inject_steps]})
+    injecting = opts.inject_steps > 0 and k > 0
+    with cross_frame_attention(model.unet, F, opts.frame_attention, opts.attention_chunk), \
+            (feature_injection(model.unet, inject, layout_resnets(model.unet), SD15_ATTENTIONS) if injecting
+             else nullcontext({})) as injected:
         z0 = vae_encode(model, frames, opts.vae_chunk)
+        inject.mode = "record" if injecting else "off"
         t0 = time.perf_counter()
         traj = invert_cached(model, frames, z0, plan.source_prompt, source, opts.steps, opts.control, control,
-                             opts.control_scale, use_cache=not opts.no_cache, progress=opts.progress,
+                             opts.control_scale, use_cache=not opts.no_cache and not injecting, progress=opts.progress,
                              extra_key={"frame_attention": opts.frame_attention})
         info.update(inversion_s=time.perf_counter() - t0, inversion_cached=traj.from_cache)
+        inject.mode = "inject" if injecting else "off"  # only the kept timesteps have features to inject
         t0 = time.perf_counter()
         edited = ddim_sample(model, traj.start(k), k, opts.steps, target, empty, opts.guidance, control,
                              opts.control_scale, desc="editing", progress=opts.progress)
         info["editing_s"] = time.perf_counter() - t0
+        inject.mode = "off"
+        if injecting:
+            info.update(injected_layers=injected, injected_features=len(inject.features),
+                        injected_replacements=inject.replaced)
         recon = None
         if opts.reconstruction:
             recon = ddim_sample(model, traj.start(k), k, opts.steps, source, empty, opts.guidance, control,

@@ -95,16 +95,19 @@ def inversion_psnr(model: str | Path, n_clips: int = 3, n_frames: int = 8, steps
     return scores
 
 
-def invert_recolour(model: str | Path, n_frames: int = 16, steps: int = 50, guidance: float = 5.0, seed: int = 0) -> dict:
+def invert_recolour(model: str | Path, n_frames: int = 16, steps: int = 50, guidance: float = 5.0, seed: int = 0,
+                    inject_steps: int = 0) -> dict:
     """Issue 3's `invert` check: a red circle moving on grass, "a red circle on grass" -> "a blue circle on
-    grass". Returns the fraction of frames in which the oracle calls the circle (under its ground-truth
-    mask) blue, and the PSNR outside the circle against the source."""
+    grass" (with plug-and-play injection in the first `inject_steps` steps). Returns the fraction of frames
+    in which the oracle calls the circle (under its ground-truth mask) blue, and the PSNR outside the
+    circle against the source."""
     from videdit.api import edit
 
     scene = world.Scene((world.Obj("circle", "red", 0.3, 0.5, 0.16),), "grass", bg_seed=11)
     clip = world.render_clip(world.ClipSpec(scene, (world.Motion("linear", vx=0.4 / (n_frames - 1)),), n_frames))
     out = edit(clip.frames, "a blue circle on grass", source_prompt="a red circle on grass", model=str(model),
-               steps=steps, guidance=guidance, size=world.SIZE, seed=seed, progress=False, device="cpu")
+               steps=steps, guidance=guidance, size=world.SIZE, seed=seed, progress=False, device="cpu",
+               inject_steps=inject_steps, reconstruction=False)
     colours = [judge.object_colour(f, m[0]) for f, m in zip(out.frames, clip.masks)]
     return {"blue": float(np.mean([c == "blue" for c in colours])),
             "psnr_outside": judge.psnr_outside(out.frames, clip.frames, clip.masks.any(axis=1))}
