@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         model = load_i2v(args.model)
     except UserError as exc:
         print(f"skipped: no image-to-video model {args.model!r} ({exc}); the ShapesWorld model shapes-i2v "
-              "has to be trained first (issue 6)")
+              "has to be trained first")
         return 0
     os.environ.setdefault("VIDEDIT_CACHE_DIR", tempfile.mkdtemp(prefix="videdit-i2v-bench-"))
     size = 64

@@ -1,4 +1,4 @@
-"""Quality bars of the ShapesWorld models (issue 3), measured on held-out draws; prints a table.
+"""Quality bars of the ShapesWorld models, measured on held-out draws; prints a table.
 
     python benchmarks/shapes_quality.py                       # committed weights, full sizes
     python benchmarks/shapes_quality.py --n-sd 50 --n-ip2p 50 # quicker

@@ -212,9 +212,16 @@ def test_shapesworld_two_circles_grain_beats_invert():
     # on sand: a green circle on grass is the model's weakest case (benchmark --background grass)
     clip, masks = bench.two_circles(8, background="sand")
     assert all(m.any(axis=(1, 2)).all() for m in masks)
-    # per-region colour accuracy by the oracle under the ground-truth masks, grain (regions) vs
-    # invert (same prompt, no regions); measured at 20 and 25 steps: grain 1.0 / 0.0 (left blue, right
-    # still not green), invert 0.0 / 0.0 (it redraws the circles elsewhere)
-    res = bench.compare("shapes-sd", frames=8, steps=20, background="sand", layout_factors="1,2,4")
-    assert res["grain"]["left"] >= 0.75 and res["invert"]["left"] <= 0.25, res
-    assert res["grain"]["mean"] > res["invert"]["mean"] + 0.2, res
+    # per-region colour accuracy by the oracle under the ground-truth masks, grain (regions, lambda 20 for
+    # this model's narrow logits) vs invert with injection (same prompt, no regions; the circles stay in
+    # place); measured at 8 frames, 25 steps: grain 1.0 / 1.0, invert 1.0 / 0.0 (both circles blue)
+    from videdit.models import load_sd
+
+    from videdit.shapes import method_options
+
+    model = load_sd("shapes-sd")
+    grain = bench.score(bench.edit(model, clip, masks, "grain", 20, 1.0, "sand", **method_options("grain", 20)), masks)
+    invert = bench.score(bench.edit(model, clip, masks, "invert", 20, 1.0, "sand", **method_options("invert", 20)),
+                         masks)
+    assert grain["left"] >= 0.75 and grain["right"] >= 0.75, grain
+    assert invert["left"] + invert["right"] <= 1.25, invert  # one colour takes both circles

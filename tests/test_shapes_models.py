@@ -1,7 +1,7 @@
 """The committed ShapesWorld weights load as Stable Diffusion / InstructPix2Pix pipelines and keep their quality.
 
 The quality floors below are regression guards on small samples, set from what the committed
-weights measured (see each MODEL_CARD.md); issue 3's bars are printed by
+weights measured (see each MODEL_CARD.md); the quality bars are printed by
 `benchmarks/shapes_quality.py` on the full held-out sets.
 """
 
@@ -62,7 +62,7 @@ def test_sd_draws_the_asked_colours_and_backgrounds(sd):
 
 @need_sd
 def test_invert_with_injection_recolours_the_circle_in_place():
-    """Issue 3's `invert` check, shortened (8 frames, 25 steps): with the source's features injected in the
+    """The `invert` quality check, shortened (8 frames, 25 steps): with the source's features injected in the
     first 12 steps the red circle turns blue where it was; without, the scene is redrawn elsewhere
     (committed model, 16 frames, 50 steps: blue 1.0 and 35.7 dB outside with 25 injected steps,
     0.0 and 21.2 dB without)."""

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from .shapes import judge, world
+from .shapes import judge, method_options, world
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def run_invert(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
 
     res = edit(clip.frames, task.target_caption, method="invert", model=cfg["sd"], source_prompt=task.source_caption,
                steps=cfg["steps"], strength=cfg["strength"], guidance=cfg["guidance"], size=clip.frames.shape[2],
-               progress=False, reconstruction=False, no_cache=True)
+               progress=False, reconstruction=False, no_cache=True, **method_options("invert", cfg["steps"]))
     return res.frames
 
 
@@ -133,7 +133,7 @@ def run_grain(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
         return edit(clip.frames, task.target_caption, method="grain", model=cfg["sd"], regions=regions,
                     source_prompt=task.source_caption, steps=cfg["steps"], strength=cfg["strength"],
                     guidance=cfg["guidance"], size=clip.frames.shape[2], progress=False, reconstruction=False,
-                    no_cache=True).frames
+                    no_cache=True, **method_options("grain", cfg["steps"])).frames
 
 
 def run_anchor(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:

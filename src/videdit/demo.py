@@ -1,7 +1,7 @@
 """`videdit demo`: a ShapesWorld clip edited by the ShapesWorld models that ship with videdit,
 judged by the oracle. Runs anywhere: no download, no GPU.
 
-Two circles of the same colour move across grass; the left one is asked to turn blue and the
+Two circles of the same colour move across sand; the left one is asked to turn blue and the
 right one to stay. The best method available does the edit (grain with one region per circle,
 else invert with the target caption), and the oracle says in words what happened.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .shapes import judge, world
+from .shapes import judge, method_options, world
 
 DEMO_COLOURS = ("red", "blue")  # source colour, asked colour of the left circle
 
@@ -26,7 +26,7 @@ def demo_clip(frames: int = 16) -> tuple[world.Clip, world.Scene]:
     """The demo's source clip and the scene it should become."""
     a = world.Obj("circle", DEMO_COLOURS[0], 0.28, 0.45, 0.15)
     b = world.Obj("circle", DEMO_COLOURS[0], 0.72, 0.55, 0.15)
-    scene = world.Scene((a, b), "grass", 3)
+    scene = world.Scene((a, b), "sand", 3)
     spec = world.ClipSpec(scene, (world.Motion("linear", 0.0, 0.008), world.Motion("linear", 0.0, -0.008)), frames)
     target = replace(scene, objects=(replace(a, colour=DEMO_COLOURS[1]), b))
     return world.render_clip(spec), target
@@ -47,15 +47,16 @@ def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, st
     from .api import edit
 
     common = dict(model=model, steps=steps, seed=seed, size=clip.frames.shape[2], progress=False,
-                  reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption)
+                  reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption, strength=1.0)
     if method != "grain":
-        return edit(clip.frames, target.caption, method="invert", **common).frames
+        return edit(clip.frames, target.caption, method="invert", **common, **method_options("invert", steps)).frames
     from .bench import write_mask_folder
 
     with tempfile.TemporaryDirectory() as tmp:  # one mask folder per circle
         regions = [f"{side}_circle={write_mask_folder(clip.masks[:, i], Path(tmp) / side)}:{world.object_phrase(obj)}"
                    for i, (side, obj) in enumerate(zip(("left", "right"), target.objects))]
-        return edit(clip.frames, target.caption, method="grain", regions=regions, **common).frames
+        return edit(clip.frames, target.caption, method="grain", regions=regions, **common,
+                    **method_options("grain", steps)).frames
 
 
 def verdict(clip: world.Clip, edited: np.ndarray, target: world.Scene) -> list[str]:

@@ -14,6 +14,24 @@ WEIGHTS = Path(__file__).parent / "weights"
 MODELS = ("shapes-sd", "shapes-ip2p")
 
 
+def method_options(method: str, steps: int) -> dict:
+    """Options under which shapes-sd does what the methods promise (measured on 8-16-frame clips; the
+    CLI takes the same as flags: ``--inject-steps``, ``--layout-cross``, ``--layout-factors``):
+
+    - invert: plug-and-play injection in the first half of the steps. Without it the inverted noise does
+      not hold the layout once the prompt changes: "a red circle" -> "a blue circle" moved the circle.
+    - grain: every UNet level is coarse at 64 px (latents 16x16), so ST-Layout attention goes on all of
+      them (factors 1, 2, 4), with cross-attention strength lambda = 20: shapes-sd's cross-attention logits
+      span 1.2 to 6.3 per query (max - min over 77 tokens), and with the paper's lambda = 1 the ~70 tokens
+      outside every region's span keep most of the probability mass (benchmarks/grain_shapes.py).
+    """
+    if method == "invert":
+        return {"inject_steps": steps // 2}
+    if method == "grain":
+        return {"layout_cross": 20.0, "layout_factors": "1,2,4"}
+    return {}
+
+
 def weights_path(name: str) -> Path:
     """Folder of a committed ShapesWorld pipeline (`shapes-sd` or `shapes-ip2p`); it may be absent."""
     if name not in MODELS:

@@ -1,4 +1,4 @@
-"""Quality measures of the ShapesWorld models (issue 3's bars), on held-out draws of the world.
+"""Quality measures of the ShapesWorld models, on held-out draws of the world.
 
 All draws come from seeded streams at or above `train.HELD_OUT_SEED`, which training never uses.
 Models are loaded in float32 (the committed weights may be fp16; CPU kernels want float32).
@@ -97,7 +97,7 @@ def inversion_psnr(model: str | Path, n_clips: int = 3, n_frames: int = 8, steps
 
 def invert_recolour(model: str | Path, n_frames: int = 16, steps: int = 50, guidance: float = 5.0, seed: int = 0,
                     inject_steps: int = 0) -> dict:
-    """Issue 3's `invert` check: a red circle moving on grass, "a red circle on grass" -> "a blue circle on
+    """The `invert` quality check: a red circle moving on grass, "a red circle on grass" -> "a blue circle on
     grass" (with plug-and-play injection in the first `inject_steps` steps). Returns the fraction of frames
     in which the oracle calls the circle (under its ground-truth mask) blue, and the PSNR outside the
     circle against the source."""
