@@ -80,6 +80,8 @@ def test_ip2p_layout():
     assert type(pipe).__name__ == "StableDiffusionInstructPix2PixPipeline"
     assert pipe.unet.config.in_channels == 8
     assert _size_mb(IP2P) <= 15
+    assert _size_mb(IP2P.parent) <= 40  # every ShapesWorld model together
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
     src = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
     from PIL import Image
 

@@ -11,7 +11,7 @@ Trained pipelines live in diffusers folders under `weights/` (`weights_path("sha
 from pathlib import Path
 
 WEIGHTS = Path(__file__).parent / "weights"
-MODELS = ("shapes-sd", "shapes-ip2p")
+MODELS = ("shapes-sd", "shapes-ip2p", "shapes-i2v")
 
 
 def method_options(method: str, steps: int) -> dict:
@@ -33,7 +33,7 @@ def method_options(method: str, steps: int) -> dict:
 
 
 def weights_path(name: str) -> Path:
-    """Folder of a committed ShapesWorld pipeline (`shapes-sd` or `shapes-ip2p`); it may be absent."""
+    """Folder of a committed ShapesWorld pipeline (`shapes-sd`, `shapes-ip2p` or `shapes-i2v`); it may be absent."""
     if name not in MODELS:
         raise ValueError(f"unknown ShapesWorld model {name!r}; known: {', '.join(MODELS)}")
     return WEIGHTS / name
