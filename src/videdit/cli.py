@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="auto", help="auto (best available), grain or invert")
     p.add_argument("--model", default="shapes-sd")
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25: 45 s for 16 frames on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
 

@@ -82,7 +82,7 @@ def verdict(clip: world.Clip, edited: np.ndarray, target: world.Scene) -> list[s
 
 
 def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str = "shapes-sd", frames: int = 16,
-             steps: int = 30, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
+             steps: int = 25, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
     """Render, edit, judge; write ``out/`` (source, edited, side by side mp4 and gif, masks) atomically."""
     from .video import side_by_side, write_video
 
