@@ -8,7 +8,8 @@ accuracy: the fraction of frames in which the oracle (`videdit.shapes.judge`) na
 colour for the circle under its ground-truth mask. All runs use the same seed, steps, strength and
 guidance in one process; the ratios compare like with like.
 
-grain runs with the paper's cross-attention strength (lambda = 1) and with `--layout-cross` (default 20).
+grain runs with the paper's cross-attention strength (lambda = 1) and with `--layout-cross` (default 20,
+from `videdit.shapes.method_options`, as are the other defaults of the ShapesWorld runs).
 shapes-sd's cross-attention logits span 1.2 to 6.3 per query (max - min over the 77 tokens), where SD 1.5's
 span far more: with lambda = 1 the ~70 tokens outside every span keep most of the probability mass
 (with a span of 2, three positive tokens get about a quarter of it), and one colour takes both circles.
@@ -31,8 +32,6 @@ import numpy as np
 from PIL import Image
 
 BACKGROUND = "sand"
-LAYOUT_CROSS = 20.0  # shapes-sd: see the module docstring and videdit.shapes.method_options
-INJECT_STEPS = 12  # invert with injection: about half of the steps, as benchmarks/shapes_quality.py
 
 
 def prompts(background: str = BACKGROUND) -> tuple[str, str]:
@@ -88,22 +87,27 @@ def score(frames, masks) -> dict[str, float]:
 
 
 def compare(model="shapes-sd", frames: int = 8, steps: int = 25, strength: float = 1.0, variants: bool = False,
-            background: str = BACKGROUND, layout_cross: float = LAYOUT_CROSS, inject_steps: int = INJECT_STEPS,
+            background: str = BACKGROUND, layout_cross: float | None = None, inject_steps: int | None = None,
             **options) -> dict[str, dict[str, float]]:
     """{label: {left, right, mean, seconds}} colour accuracies of invert (plain and with injection) and
-    grain (lambda = 1 and ``layout_cross``; with ``variants``, the original code's choices too)."""
+    grain (lambda = 1 and ``layout_cross``; with ``variants``, the original code's choices too).
+    ``layout_cross`` and ``inject_steps`` default to `videdit.shapes.method_options` for ``steps``."""
     from videdit.models import load_sd
+    from videdit.shapes import method_options
 
+    layout_cross = method_options("grain", steps)["layout_cross"] if layout_cross is None else layout_cross
+    inject_steps = method_options("invert", steps)["inject_steps"] if inject_steps is None else inject_steps
     loaded = load_sd(str(model)) if isinstance(model, (str, Path)) else model
     clip, masks = two_circles(frames, background=background)
+    grain = {"layout_cross": layout_cross}
     runs = {"invert": ("invert", {}),
             f"invert --inject-steps {inject_steps}": ("invert", {"inject_steps": inject_steps}),
             "grain --layout-cross 1": ("grain", {"layout_cross": 1.0}),
-            "grain": ("grain", {"layout_cross": layout_cross})}
+            "grain": ("grain", grain)}
     if variants:
-        runs["grain self=uncond"] = ("grain", {"layout_cross": layout_cross, "layout_self_branch": "uncond"})
-        runs["grain sigma/F^2"] = ("grain", {"layout_cross": layout_cross, "layout_self_sigma": "frames2"})
-        runs["grain self=uncond sigma/F^2"] = ("grain", {"layout_cross": layout_cross, "layout_self_branch": "uncond",
+        runs["grain self=uncond"] = ("grain", {**grain, "layout_self_branch": "uncond"})
+        runs["grain sigma/F^2"] = ("grain", {**grain, "layout_self_sigma": "frames2"})
+        runs["grain self=uncond sigma/F^2"] = ("grain", {**grain, "layout_self_branch": "uncond",
                                                          "layout_self_sigma": "frames2"})
     out = {"source": dict(score(clip, masks))}
     for label, (method, extra) in runs.items():
@@ -122,12 +126,20 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--strength", type=float, default=1.0)
-    p.add_argument("--layout-factors", default="1,2,4", help="at 64 px every level is coarse: modulate all")
+    p.add_argument("--layout-factors", default=None, help="default: videdit.shapes.method_options (1,2,4: at 64 px "
+                   "every level is coarse)")
     p.add_argument("--variants", action="store_true")
     p.add_argument("--background", default=BACKGROUND, help="sand, grass, sky, night or brick")
-    p.add_argument("--layout-cross", type=float, default=LAYOUT_CROSS, help="grain's cross-attention lambda")
-    p.add_argument("--inject-steps", type=int, default=INJECT_STEPS, help="invert's second run: injected steps")
+    p.add_argument("--layout-cross", type=float, default=None, help="grain's cross-attention lambda "
+                   "(default: videdit.shapes.method_options, 20)")
+    p.add_argument("--inject-steps", type=int, default=None, help="invert's second run: injected steps "
+                   "(default: videdit.shapes.method_options, half of --steps)")
     args = p.parse_args(argv)
+    from videdit.shapes import method_options
+
+    defaults = method_options("grain", args.steps)
+    args.layout_factors = args.layout_factors or defaults["layout_factors"]
+    args.layout_cross = defaults["layout_cross"] if args.layout_cross is None else args.layout_cross
     res = compare(args.model, args.frames, args.steps, args.strength, args.variants, args.background,
                   args.layout_cross, args.inject_steps, layout_factors=args.layout_factors)
     print(f"ShapesWorld two circles on {args.background}, {args.frames} frames 64x64, {args.steps} steps, strength {args.strength}, "

@@ -153,6 +153,8 @@ class EditOptions:
             raise UserError(f"--chunk must be at least 1, got {self.chunk}")
         if float(self.image_guidance) < 0:
             raise UserError(f"--image-guidance must be 0 or more, got {self.image_guidance}")
+        if int(self.inject_steps) < 0:
+            raise UserError(f"--inject-steps must be 0 or more, got {self.inject_steps}")
         if self.method == "i2v":
             self._validate_i2v()
         for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip"):

@@ -23,7 +23,7 @@ A stored feature of F frames replaces all branches of a guided batch of B*F.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ __all__ = [
     "feature_injection",
     "injected_attention_layers",
     "layout_resnets",
+    "plug_and_play",
 ]
 
 SD15_RESNETS = ("up_blocks.1.resnets.0", "up_blocks.1.resnets.1", "up_blocks.2.resnets.0")
@@ -178,3 +179,14 @@ def feature_injection(unet: Any, state: InjectionState, resnets: Sequence[str] =
         for handle in handles:
             handle.remove()
         state.timestep = None
+
+
+def plug_and_play(unet: Any, editing_timesteps: Sequence, steps: int) -> tuple[InjectionState, AbstractContextManager]:
+    """Plug-and-play injection of a Stable-Diffusion-class UNet for the first ``steps`` editing timesteps:
+    the state (it keeps only those timesteps' features) and the context that installs it on the layers
+    of `layout_resnets` and ``SD15_ATTENTIONS`` (a no-op yielding {} when ``steps`` is 0). The caller
+    sets ``state.mode``: "record" while inverting, "inject" while editing."""
+    state = InjectionState(keep={int(t) for t in editing_timesteps[:steps]})
+    if steps <= 0:
+        return state, nullcontext({})
+    return state, feature_injection(unet, state, layout_resnets(unet), SD15_ATTENTIONS)

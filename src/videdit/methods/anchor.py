@@ -162,14 +162,14 @@ class AnchorEditor:
         branches_x = torch.cat([x_in, x_in, x_in])
         branches_image = torch.cat([image, image, torch.zeros_like(image)])  # c_I, c_I, 0
         emb = self.text.repeat_interleave(n, dim=0)  # c_T, 0, 0, each for n frames: branch-major
-        eps = model.unet(torch.cat([branches_x, branches_image], dim=1), t, encoder_hidden_states=emb,
-                         return_dict=False)[0].float()
+        pred = model.unet(torch.cat([branches_x, branches_image], dim=1), t, encoder_hidden_states=emb,
+                          return_dict=False)[0].float()
         self.unet_calls += 1
-        eps_text, eps_image, eps_uncond = eps.chunk(3)
-        eps = eps_uncond + opts.guidance * (eps_text - eps_image) + opts.image_guidance * (eps_image - eps_uncond)
+        p_text, p_image, p_uncond = pred.chunk(3)  # eps or v of each branch
+        pred = p_uncond + opts.guidance * (p_text - p_image) + opts.image_guidance * (p_image - p_uncond)
         if self.v_prediction:
-            return (x / math.sqrt(sigma**2 + 1) - sigma * eps) / math.sqrt(sigma**2 + 1)
-        return x - sigma * eps
+            return (x / math.sqrt(sigma**2 + 1) - sigma * pred) / math.sqrt(sigma**2 + 1)
+        return x - sigma * pred
 
     # -- passes ----------------------------------------------------------------------------
     def denoise_anchors(self) -> torch.Tensor:

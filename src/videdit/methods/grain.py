@@ -27,13 +27,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention.injection import SD15_ATTENTIONS, InjectionState, feature_injection, layout_resnets
+from ..attention.injection import plug_and_play
 from ..attention.layout import CrossAttentionRecorder, LayoutState, layout_attention
 from ..attention import parse_layer_name
 from ..config import EditOptions
@@ -161,8 +160,6 @@ def _check(opts: EditOptions) -> tuple[int, ...]:
     for name in ("layout_steps", "blend_from"):
         if not 0.0 <= getattr(opts, name) <= 1.0:
             raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(opts, name)}")
-    if opts.inject_steps < 0:
-        raise UserError(f"--inject-steps must be 0 or more, got {opts.inject_steps}")
     if not 0.0 < opts.auto_threshold < 1.0:
         raise UserError(f"--auto-threshold must be in (0, 1), got {opts.auto_threshold}")
     try:
@@ -218,14 +215,12 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
                          chunk_size=opts.attention_chunk)
     scheduler = make_scheduler(model, opts.steps)
     timesteps = scheduler.timesteps[opts.steps - k:] if k > 0 else scheduler.timesteps[:0]
-    inject = InjectionState(keep={int(t) for t in timesteps[:opts.inject_steps]})
+    inject, injection = plug_and_play(model.unet, timesteps, opts.inject_steps)
     factor = attention_factor(model.unet) if (auto_spans or opts.save_attention) else None
     info = {"start_step": k, "spans": {r.name: list(s) for r, s in zip(regions, spans)},
             "regions": [dict(name=r.name, mask=r.mask, prompt=r.prompt) for r in regions]}
     extras: dict[str, np.ndarray] = {}
 
-    injection = (feature_injection(model.unet, inject, layout_resnets(model.unet), SD15_ATTENTIONS) if opts.inject_steps
-                 else nullcontext({}))
     with layout_attention(model.unet, layout), injection as injected:
         # 3. Inversion (plain cross-frame attention: layout.timestep is None), recording what later steps need.
         z0 = vae_encode(model, frames, opts.vae_chunk)

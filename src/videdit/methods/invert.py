@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 
 import numpy as np
 
 from ..attention.frames import cross_frame_attention
-from ..attention.injection import SD15_ATTENTIONS, InjectionState, feature_injection, layout_resnets
+from ..attention.injection import plug_and_play
 from ..config import EditOptions
 from ..control import control_maps, maps_to_tensor
 from ..diffusion import ddim_sample, encode_text, make_scheduler, vae_decode, vae_encode
-from ..errors import UserError
 from ..inversion import invert_cached, start_index
 from ..models import DiffusionModel
 from ..prompts import EditPlan
@@ -44,17 +42,12 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
                              for p in (plan.target_prompt, plan.source_prompt, ""))
     maps = control_maps(frames, opts.control, opts.allow_pickle)
     control = maps_to_tensor(maps, model.device, model.dtype) if maps is not None and model.controlnet is not None else None
-    if opts.inject_steps < 0:
-        raise UserError(f"--inject-steps must be 0 or more, got {opts.inject_steps}")
     k = start_index(opts.strength, opts.steps)
     info = {"start_step": k}
-    # the timesteps of the first N editing steps: only their features are kept and injected
-    editing_timesteps = make_scheduler(model, opts.steps).timesteps[opts.steps - k:] if k > 0 else []
-    inject = InjectionState(keep={int(t) for t in editing_timesteps[:opts.inject_steps]})
     injecting = opts.inject_steps > 0 and k > 0
-    with cross_frame_attention(model.unet, F, opts.frame_attention, opts.attention_chunk), \
-            (feature_injection(model.unet, inject, layout_resnets(model.unet), SD15_ATTENTIONS) if injecting
-             else nullcontext({})) as injected:
+    editing_timesteps = make_scheduler(model, opts.steps).timesteps[opts.steps - k:] if k > 0 else []
+    inject, injection = plug_and_play(model.unet, editing_timesteps, opts.inject_steps if injecting else 0)
+    with cross_frame_attention(model.unet, F, opts.frame_attention, opts.attention_chunk), injection as injected:
         z0 = vae_encode(model, frames, opts.vae_chunk)
         inject.mode = "record" if injecting else "off"
         t0 = time.perf_counter()
