@@ -25,41 +25,8 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import replace
-
-import numpy as np
 
 from videdit.errors import UserError
-
-
-def clips(n_frames: int, size: int):
-    """Source (red square) and ground truth (blue square) clips of the same motion and background."""
-    from videdit.shapes.world import ClipSpec, Motion, Obj, Scene, render_clip
-
-    scene = Scene((Obj("square", "red", cx=0.25, cy=0.5, size=0.14),), background="grass", bg_seed=3)
-    vx = 0.5 / max(n_frames - 1, 1)  # a quarter to three quarters of the width
-    spec = ClipSpec(scene, (Motion("linear", vx=vx),), n_frames=n_frames)
-    blue = ClipSpec(replace(scene, objects=(replace(scene.objects[0], colour="blue"),)), spec.motions, n_frames)
-    return render_clip(spec, size), render_clip(blue, size)
-
-
-def measure(frames: np.ndarray, truth) -> tuple[float, float]:
-    """(fraction of frames with a blue square, mean centroid error in pixels over frames 1 ...), by the
-    ShapesWorld oracle (`videdit.shapes.judge.locate`: objects found by colour, no learned weights)."""
-    from videdit.shapes.judge import locate
-
-    diag = float(np.hypot(*frames.shape[1:3]))
-    blue_frames, errs = [], []
-    for t, frame in enumerate(frames):
-        found, _ = locate(frame)
-        biggest = max(found, key=lambda f: f.area, default=None)
-        blue = [f for f in found if f.colour == "blue"]
-        blue_frames.append(biggest is not None and biggest.colour == "blue")
-        if t:
-            c = max(blue, key=lambda f: f.area).centroid if blue else None
-            errs.append(diag if c is None else float(np.hypot(c[0] - truth.centroids[t, 0, 0],
-                                                              c[1] - truth.centroids[t, 0, 1])))
-    return float(np.mean(blue_frames)), float(np.mean(errs))
 
 
 def main(argv=None) -> int:
@@ -72,8 +39,8 @@ def main(argv=None) -> int:
                         help="also compare direct and chunked propagation of a 32-frame clip")
     args = parser.parse_args(argv)
 
-    import videdit
     from videdit.i2v import load_i2v
+    from videdit.shapes.evaluate import i2v_recolour, square_clips
 
     try:
         model = load_i2v(args.model)
@@ -82,29 +49,21 @@ def main(argv=None) -> int:
               "has to be trained first")
         return 0
     os.environ.setdefault("VIDEDIT_CACHE_DIR", tempfile.mkdtemp(prefix="videdit-i2v-bench-"))
-    size = 64
-    source, truth = clips(args.frames, size)
-    prompt = truth.spec.scene.caption
-    common = dict(method="i2v", model=model, size=size, steps=args.steps, inversion_steps=args.inversion_steps,
-                  progress=False, reconstruction=False, first_frame_editor=lambda image: truth.frames[0])
-    print(f"model {args.model}, {args.frames} frames {size}x{size}, {args.steps} steps, "
-          f"{args.inversion_steps} inversion steps, prompt {prompt!r}")
+    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps)
+    print(f"model {args.model}, {args.frames} frames 64x64, {args.steps} steps, "
+          f"{args.inversion_steps} inversion steps, prompt {square_clips(2)[1].spec.scene.caption!r}")
     print(f"{'setting':28s} {'blue':>6s} {'err px':>8s} {'s':>6s}")
     settings = [("no injection", 0.0, 0.0, 0.0), ("tau_ta = 0", 0.2, 0.2, 0.0),
                 ("tau_ta = 0.5 (default)", 0.2, 0.2, 0.5), ("tau_ta = 1", 0.2, 0.2, 1.0)]
     for name, conv, sa, ta in settings:
         t0 = time.perf_counter()
-        res = videdit.edit(source.frames, prompt, tau_conv=conv, tau_sa=sa, tau_ta=ta, **common)
-        blue, err = measure(res.edited_working, truth)
-        print(f"{name:28s} {blue:6.2f} {err:8.2f} {time.perf_counter() - t0:6.1f}")
+        r = i2v_recolour(n_frames=args.frames, tau_conv=conv, tau_sa=sa, tau_ta=ta, **common)
+        print(f"{name:28s} {r['blue']:6.2f} {r['centroid_error_px']:8.2f} {time.perf_counter() - t0:6.1f}")
     if args.long:
-        source, truth = clips(32, size)
-        common["first_frame_editor"] = lambda image: truth.frames[0]
         for mode in ("direct", "chunked"):
             t0 = time.perf_counter()
-            res = videdit.edit(source.frames, prompt, long_clip=mode, chunk_frames=16, chunk_overlap=4, **common)
-            blue, err = measure(res.edited_working, truth)
-            print(f"{'32 frames, ' + mode:28s} {blue:6.2f} {err:8.2f} {time.perf_counter() - t0:6.1f}")
+            r = i2v_recolour(n_frames=32, long_clip=mode, chunk_frames=16, chunk_overlap=4, **common)
+            print(f"{'32 frames, ' + mode:28s} {r['blue']:6.2f} {r['centroid_error_px']:8.2f} {time.perf_counter() - t0:6.1f}")
     return 0
 
 

@@ -110,3 +110,25 @@ def test_i2v_trainer_writes_a_model_method_i2v_loads(tmp_path):
     x = torch.randn(1, 4, 4, 16, 16)
     v = predict(model, x, torch.tensor([500]), cond)
     assert v.shape == x.shape and torch.isfinite(v).all()
+
+
+def test_terminal_weighting_keeps_weight_where_only_the_condition_informs():
+    """min-SNR for v prediction gives the SNR = 0 step (zero-terminal schedule, t = 999) no weight; the
+    terminal variant gives it the plain v loss (1), and both agree where SNR + 1 >= gamma."""
+    from diffusers import DDPMScheduler
+
+    from videdit.shapes.train import min_snr_weight
+    from videdit.tiny import I2V_SCHEDULER
+
+    sched = DDPMScheduler(**{k: v for k, v in I2V_SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    abar = sched.alphas_cumprod
+    t = torch.tensor([999, 500, 10])
+    snr = abar[t] / (1 - abar[t])
+    plain = min_snr_weight(abar, t, prediction="v_prediction")
+    terminal = min_snr_weight(abar, t, prediction="v_prediction", terminal=True)
+    assert float(snr[0]) < 1e-6 and float(plain[0]) < 1e-6 and float(terminal[0]) == pytest.approx(1.0)
+    high = snr + 1 >= 5
+    assert bool(high[2]) and torch.allclose(plain[high], terminal[high])
+    assert torch.all(terminal >= plain)
+    eps = min_snr_weight(abar, t[1:], prediction="epsilon")
+    assert torch.allclose(eps, torch.clamp(snr[1:], max=5) / snr[1:])

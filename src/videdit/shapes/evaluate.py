@@ -111,3 +111,43 @@ def invert_recolour(model: str | Path, n_frames: int = 16, steps: int = 50, guid
     colours = [judge.object_colour(f, m[0]) for f, m in zip(out.frames, clip.masks)]
     return {"blue": float(np.mean([c == "blue" for c in colours])),
             "psnr_outside": judge.psnr_outside(out.frames, clip.frames, clip.masks.any(axis=1))}
+
+
+def square_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
+    """The `i2v` task: a red square moving right on grass (a quarter to three quarters of the width), and
+    the same clip with the square blue: the exact edit of the first frame and the ground truth of the rest."""
+    from dataclasses import replace
+
+    scene = world.Scene((world.Obj("square", "red", cx=0.25, cy=0.5, size=0.14),), background="grass", bg_seed=3)
+    spec = world.ClipSpec(scene, (world.Motion("linear", vx=0.5 / max(n_frames - 1, 1)),), n_frames=n_frames)
+    blue = world.ClipSpec(replace(scene, objects=(replace(scene.objects[0], colour="blue"),)), spec.motions, n_frames)
+    return world.render_clip(spec, size), world.render_clip(blue, size)
+
+
+def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
+    """How well edited `frames` carry the blue square of `truth`: the fraction of frames whose largest object
+    (found by the oracle, by colour) is blue, and the mean distance in pixels between the largest blue object's
+    centroid and the true one over frames 1 ... F-1 (a frame without a blue object counts as the diagonal)."""
+    diag = float(np.hypot(*frames.shape[1:3]))
+    blue_frames, errs = [], []
+    for t, frame in enumerate(frames):
+        found, _ = judge.locate(frame)
+        biggest = max(found, key=lambda f: f.area, default=None)
+        blue_frames.append(biggest is not None and biggest.colour == "blue")
+        if t:
+            blue = [f for f in found if f.colour == "blue"]
+            c = max(blue, key=lambda f: f.area).centroid if blue else None
+            errs.append(diag if c is None else float(np.hypot(c[0] - truth.centroids[t, 0, 0], c[1] - truth.centroids[t, 0, 1])))
+    return {"blue": float(np.mean(blue_frames)), "centroid_error_px": float(np.mean(errs))}
+
+
+def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: int = 100, **options) -> dict:
+    """Method i2v on `square_clips`: the first frame replaced by the blue-square render, propagated along the
+    source's inverted noise; `options` go to `videdit.edit` (tau_conv, tau_sa, tau_ta, long_clip, ...)."""
+    from videdit.api import edit
+
+    source, truth = square_clips(n_frames)
+    out = edit(source.frames, truth.spec.scene.caption, method="i2v", model=model, size=world.SIZE, steps=steps,
+               inversion_steps=inversion_steps, progress=False, reconstruction=False,
+               first_frame_editor=lambda image: truth.frames[0], **options)
+    return propagation(out.edited_working, truth)

@@ -150,12 +150,22 @@ def load_ckpt(out: Path) -> dict | None:
     return torch.load(p, weights_only=False) if p.exists() else None
 
 
-def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0, prediction: str = "epsilon") -> torch.Tensor:
+def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0, prediction: str = "epsilon",
+                   terminal: bool = False) -> torch.Tensor:
     """Min-SNR-gamma weight (Hang et al. 2023, sec. 3.4), SNR = abar / (1 - abar):
-    w(t) = min(SNR, gamma) / SNR for epsilon prediction, min(SNR, gamma) / (SNR + 1) for v prediction."""
+    w(t) = min(SNR, gamma) / SNR for epsilon prediction, min(SNR, gamma) / (SNR + 1) for v prediction.
+
+    In x0 terms these weigh a step by min(SNR, gamma), which vanishes as SNR -> 0. With `terminal`
+    (v prediction only) the weight is min(SNR + 1, gamma) / (SNR + 1): at least 1 in x0 terms, so the
+    steps near SNR = 0, where sampling starts and only the conditioning (a first frame, a source image)
+    can tell the model what to draw, keep the plain v loss instead of almost none."""
     abar = alphas_cumprod[t]
     snr = abar / (1 - abar).clamp(min=1e-8)
-    return torch.clamp(snr, max=gamma) / (snr + 1 if prediction == "v_prediction" else snr)
+    if prediction != "v_prediction":
+        return torch.clamp(snr, max=gamma) / snr
+    if terminal:
+        return torch.clamp(snr + 1, max=gamma) / (snr + 1)
+    return torch.clamp(snr, max=gamma) / (snr + 1)
 
 
 def v_target(abar: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -296,7 +306,7 @@ def ddim_scheduler(prediction: str = "epsilon"):
 
 # ----------------------------------------------------------------------------- diffusion training (shared loop)
 
-def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon") -> int:
+def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon", terminal: bool = False) -> int:
     """Epsilon- or v-prediction training with min-SNR weights, gradient clipping and EMA; returns the step count.
 
     `sample_batch(rng, n)` returns (clean scaled latents z0, unet extra input or None, encoder_hidden_states fn input).
@@ -336,7 +346,7 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         pred = modules["unet"](unet_in, t, encoder_hidden_states=hidden).sample
         target = noise if prediction == "epsilon" else v_target(abar, t, z0, noise)
         per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
-        loss = (min_snr_weight(abar, t, prediction=prediction) * per_sample).mean()
+        loss = (min_snr_weight(abar, t, prediction=prediction, terminal=terminal) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -471,12 +481,13 @@ def ip2p_unet_from(sd_unet):
     return unet
 
 
-def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction") -> None:
+def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction", terminal: bool = True) -> None:
     """InstructPix2Pix training (Brooks et al. 2023, sec. 3.2) from the shapes-sd UNet.
 
     v prediction by default: with epsilon prediction the source latent c_I barely lowers the loss at high
     noise (eps ~ z_t there), so a short run learned the instruction but not to keep the source's layout;
-    v ~ -z_0 at high noise makes copying c_I the first thing the UNet learns."""
+    v ~ -z_0 at high noise makes copying c_I the first thing the UNet learns, provided the loss weighs
+    those steps (`terminal`; min-SNR alone gives them about abar / (1 - abar), 0.005 at t = 999)."""
     from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
 
     sd = StableDiffusionPipeline.from_pretrained(init_dir, torch_dtype=torch.float32)
@@ -495,7 +506,7 @@ def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir
     def build():
         return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=ddim_scheduler(prediction), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
-    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction)
+    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction, terminal=terminal)
     save_pipeline(build(), out, "pipeline")
     log(out, kind="ip2p", saved=str(out / "pipeline"), steps=n_steps)
 
@@ -511,18 +522,26 @@ I2V_IMAGE_SIZE = 32  # the CLIP image encoder's input: 32x32, 4x4 patches
 I2V_FPS = 8
 
 
-def clip_batch(rng: np.random.Generator, n: int, n_frames: int) -> tuple[np.ndarray, list[str]]:
-    """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, with their captions."""
+def clip_batch(rng: np.random.Generator, n: int, n_frames: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, their captions, and where
+    objects are (B, F, H, W) bool."""
     specs = [world.random_clip(rng, n_frames=n_frames) for _ in range(n)]
-    return np.stack([world.render_clip(s).frames for s in specs]), [s.scene.caption for s in specs]
+    clips = [world.render_clip(s) for s in specs]
+    return (np.stack([c.frames for c in clips]), [s.scene.caption for s in specs],
+            np.stack([c.masks.any(axis=1) for c in clips]))
 
 
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
-              n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1) -> None:
+              n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
+              object_weight: float = 4.0) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
-    schedule of I2VGen-XL and min-SNR weights (for v: w = min(SNR, 5) / (SNR + 1)). Captions and image
-    embeddings are dropped independently with probability `p_drop` for classifier-free guidance."""
+    schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
+    a first run with w = min(SNR, 5) / (SNR + 1), which gives the terminal step no weight, learned the
+    backgrounds in 90 minutes but not to copy even the first frame's objects). Objects cover a few
+    latent pixels of a textured frame, so the loss weighs latent pixels that touch an object
+    `1 + object_weight` times. Captions and image embeddings are dropped independently with
+    probability `p_drop` for classifier-free guidance."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -554,7 +573,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
 
     def sample(rng, n):
-        clips, captions = clip_batch(rng, n, n_frames)
+        clips, captions, on_object = clip_batch(rng, n, n_frames)
         captions = ["" if rng.random() < p_drop else c for c in captions]
         with torch.no_grad():
             frames = to_tensor(clips.reshape(-1, *clips.shape[2:]))
@@ -568,7 +587,10 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
                                mode="bilinear", antialias=True, align_corners=False)
         pixels = ((pixels + 1) / 2 - mean) / std
         keep_image = torch.from_numpy(rng.random(n) >= p_drop).float().view(n, 1, 1)
-        return z0, image_latents, tokens(captions), pixels, keep_image
+        f = clips.shape[2] // z0.shape[-1]  # the VAE's downsampling factor
+        touched = F.max_pool2d(torch.from_numpy(on_object).float().flatten(0, 1)[:, None], f)
+        pixel_weight = 1 + object_weight * touched.view(n, n_frames, 1, *z0.shape[-2:]).permute(0, 2, 1, 3, 4)
+        return z0, image_latents, tokens(captions), pixels, keep_image, pixel_weight
 
     params = list(unet.parameters()) + list(image_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -598,15 +620,15 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
-        z0, image_latents, ids, pixels, keep_image = sample(rng, batch)
+        z0, image_latents, ids, pixels, keep_image, pixel_weight = sample(rng, batch)
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
         zt = sched.add_noise(z0, noise, t)
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
         pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
                     image_embeddings=image_embedding, encoder_hidden_states=text_states(ids)).sample
-        weight = min_snr_weight(abar, t, prediction="v_prediction")
-        per_sample = F.mse_loss(pred, v_target(abar, t, z0, noise), reduction="none").mean(dim=(1, 2, 3, 4))
+        weight = min_snr_weight(abar, t, prediction="v_prediction", terminal=terminal)
+        per_sample = (pixel_weight * F.mse_loss(pred, v_target(abar, t, z0, noise), reduction="none")).mean(dim=(1, 2, 3, 4))
         loss = (weight * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -644,6 +666,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vae", type=Path, help="sd: folder of the trained AutoencoderKL (RUN/vae)")
     ap.add_argument("--init", type=Path, help="ip2p: shapes-sd pipeline folder to start from; i2v: shapes-sd pipeline whose VAE and text encoder it uses; vae: a trained vae/ folder whose decoder is then tuned on whole frames")
     ap.add_argument("--prediction", choices=["epsilon", "v_prediction"], default="v_prediction", help="ip2p: what the UNet predicts")
+    ap.add_argument("--weighting", choices=["min-snr", "terminal"], default="terminal",
+                    help="ip2p, i2v: loss weights of v prediction: min-SNR, or min-SNR with weight kept at SNR = 0 "
+                         "(see min_snr_weight; shapes-ip2p v1 was trained with min-snr)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -662,11 +687,12 @@ def main(argv: list[str] | None = None) -> None:
     elif a.kind == "i2v":
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
-        train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4)
+        train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal")
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
-        train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32, prediction=a.prediction)
+        train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32, prediction=a.prediction,
+                   terminal=a.weighting == "terminal")
 
 
 if __name__ == "__main__":
