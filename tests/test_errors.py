@@ -62,6 +62,8 @@ CASES = {
     "empty prompt": lambda t, m: (["edit", _clip(t), "--model", m, "--prompt", "  "], "prompt"),
     "no prompt": lambda t, m: (["edit", _clip(t), "--model", m], "prompt"),
     "unknown model": lambda t, m: (["edit", _clip(t), "--model", "sd99", "--prompt", "a cat"], "sd99"),
+    "absolute model folder that is not there": lambda t, m: (
+        ["edit", _clip(t), "--model", "/nonexistent", "--prompt", "a cat"], "model folder not found: /nonexistent"),
     "model folder missing a component": lambda t, m: (
         ["edit", _clip(t), "--model", _model_without(m, t, "vae"), "--prompt", "a cat"], "vae"),
     "pickle-only weights": lambda t, m: (

@@ -77,7 +77,7 @@ def resolve(name: str, allow_download: bool | None = None, allow_pickle: bool = 
             return Path(preset.repo)
         raise UserError(f"model {name!r} is not installed with this copy of videdit (missing {preset.repo})")
     repo = preset.repo if preset else name
-    if preset is None and (os.sep in name or name.startswith(".")) and name.count("/") != 1:
+    if preset is None and (path.is_absolute() or ((os.sep in name or name.startswith(".")) and name.count("/") != 1)):
         raise UserError(f"model folder not found: {name}")
     if preset is None and name.count("/") != 1:
         known = ", ".join(sorted(PRESETS))
