@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--inversion-steps", type=int, default=100)
+    parser.add_argument("--guidance", type=float, default=None, help="default: the method's (9)")
     parser.add_argument("--long", action=argparse.BooleanOptionalAction, default=True,
                         help="also compare direct and chunked propagation of a 32-frame clip")
     args = parser.parse_args(argv)
@@ -50,8 +51,10 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("VIDEDIT_CACHE_DIR", tempfile.mkdtemp(prefix="videdit-i2v-bench-"))
     common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps)
-    print(f"model {args.model}, {args.frames} frames 64x64, {args.steps} steps, "
-          f"{args.inversion_steps} inversion steps, prompt {square_clips(2)[1].spec.scene.caption!r}")
+    if args.guidance is not None:
+        common["guidance"] = args.guidance
+    print(f"model {args.model}, {args.frames} frames 64x64, {args.steps} steps, {args.inversion_steps} inversion "
+          f"steps, guidance {args.guidance or 'default'}, prompt {square_clips(2)[1].spec.scene.caption!r}")
     print(f"{'setting':28s} {'blue':>6s} {'err px':>8s} {'s':>6s}")
     settings = [("no injection", 0.0, 0.0, 0.0), ("tau_ta = 0", 0.2, 0.2, 0.0),
                 ("tau_ta = 0.5 (default)", 0.2, 0.2, 0.5), ("tau_ta = 1", 0.2, 0.2, 1.0)]
