@@ -25,12 +25,15 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="shapes-i2v")
     parser.add_argument("--clips", type=int, default=6)
     parser.add_argument("--timesteps", default="999,800,500")
+    parser.add_argument("--speed", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="how far movers travel per frame, in frame widths (default: the i2v trainer's; "
+                             "0.01 0.03 is the world's default, on which the shapes-i2v runs before i2v3 were measured)")
     args = parser.parse_args(argv)
 
     from videdit.diffusion import make_scheduler, vae_encode
     from videdit.errors import UserError
     from videdit.i2v import condition, load_i2v, predict
-    from videdit.shapes.train import HELD_OUT_SEED, clip_batch
+    from videdit.shapes.train import HELD_OUT_SEED, I2V_SPEED, clip_batch
 
     try:
         model = load_i2v(args.model, device="cpu")
@@ -38,7 +41,8 @@ def main(argv=None) -> int:
         print(f"skipped: {exc}")
         return 0
     n, frames = args.clips, 8
-    clips, captions, _ = clip_batch(np.random.default_rng(HELD_OUT_SEED + 7), n, frames)
+    clips, captions, _ = clip_batch(np.random.default_rng(HELD_OUT_SEED + 7), n, frames,
+                                tuple(args.speed or I2V_SPEED))
     abar = make_scheduler(model, 50).alphas_cumprod
     gen = torch.Generator().manual_seed(0)
     latents = [vae_encode(model, c) for c in clips]  # (F, C, h, w) each

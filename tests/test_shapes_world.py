@@ -78,6 +78,13 @@ def test_random_clips_render():
         assert clip.frames.shape[0] == 6 and clip.masks.shape[1] == len(clip.spec.scene.objects)
 
 
+def test_random_clip_speed_range_sets_how_far_movers_travel():
+    rng = np.random.default_rng(0)
+    for speed in ((0.01, 0.03), (0.06, 0.09)):
+        moving = [m for _ in range(40) for m in w.random_clip(rng, n_frames=8, speed=speed).motions if m.kind in ("linear", "bounce")]
+        assert moving and all(speed[0] <= np.hypot(m.vx, m.vy) <= speed[1] for m in moving)
+
+
 def test_instruction_triples():
     rng = np.random.default_rng(0)
     kinds = set()

@@ -65,7 +65,8 @@ def sd_scores(pipe, n: int = 300, guidance: float = 5.0, steps: int = 30, batch:
 
 @torch.no_grad()
 def ip2p_scores(pipe, n: int = 300, guidance: float = 5.0, image_guidance: float = 1.5, steps: int = 20, batch: int = 25, seed: int = 0, min_psnr: float = 25.0) -> dict:
-    """Fraction of held-out instruction edits the oracle accepts (asked change made, rest kept, PSNR outside >= min_psnr)."""
+    """Fraction of held-out instruction edits the oracle accepts (asked change made, rest kept, PSNR outside >= min_psnr),
+    and of those whose objects and background are right whatever the PSNR (`asked_change_made`)."""
     triples = held_out_triples(n)
     verdicts = []
     for i in range(0, n, batch):
@@ -76,7 +77,9 @@ def ip2p_scores(pipe, n: int = 300, guidance: float = 5.0, image_guidance: float
         for im, (img, masks), (_, e, t) in zip(out, sources, chunk):
             verdicts.append((e.kind, judge.judge_edit((im * 255).round().astype(np.uint8), img, masks, t, e, min_psnr)))
     by_kind = {k: float(np.mean([v["success"] for kk, v in verdicts if kk == k])) for k in ("recolour", "reshape", "background") if any(kk == k for kk, _ in verdicts)}
-    return {"n": n, "success": float(np.mean([v["success"] for _, v in verdicts])), "psnr_outside_median": float(np.median([v["psnr_outside"] for _, v in verdicts])), **{f"success_{k}": s for k, s in by_kind.items()}}
+    return {"n": n, "success": float(np.mean([v["success"] for _, v in verdicts])),
+            "asked_change_made": float(np.mean([v["objects_ok"] and v["background_ok"] for _, v in verdicts])),
+            "psnr_outside_median": float(np.median([v["psnr_outside"] for _, v in verdicts])), **{f"success_{k}": s for k, s in by_kind.items()}}
 
 
 def inversion_psnr(model: str | Path, n_clips: int = 3, n_frames: int = 8, steps: int = 50, seed: int = 0) -> list[float]:

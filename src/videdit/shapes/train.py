@@ -520,12 +520,17 @@ I2V_UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per
                        attention_head_dim=4)
 I2V_IMAGE_SIZE = 32  # the CLIP image encoder's input: 32x32, 4x4 patches
 I2V_FPS = 8
+# How far movers travel per frame in the i2v training clips, in frame widths. The world's default
+# (0.01-0.03) moves an object at most a fifth of the frame in 8 frames; a model trained on it learned to
+# leave objects where the first frame has them, and the i2v check moves its square half the frame.
+I2V_SPEED = (0.02, 0.09)
 
 
-def clip_batch(rng: np.random.Generator, n: int, n_frames: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+def clip_batch(rng: np.random.Generator, n: int, n_frames: int, speed: tuple[float, float] = I2V_SPEED
+               ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, their captions, and where
-    objects are (B, F, H, W) bool."""
-    specs = [world.random_clip(rng, n_frames=n_frames) for _ in range(n)]
+    objects are (B, F, H, W) bool; movers travel `speed` (low, high) frame widths per frame."""
+    specs = [world.random_clip(rng, n_frames=n_frames, speed=speed) for _ in range(n)]
     clips = [world.render_clip(s) for s in specs]
     return (np.stack([c.frames for c in clips]), [s.scene.caption for s in specs],
             np.stack([c.masks.any(axis=1) for c in clips]))
@@ -533,14 +538,14 @@ def clip_batch(rng: np.random.Generator, n: int, n_frames: int) -> tuple[np.ndar
 
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
-              object_weight: float = 4.0) -> None:
+              object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
     a first run with w = min(SNR, 5) / (SNR + 1), which gives the terminal step no weight, learned the
     backgrounds in 90 minutes but not to copy even the first frame's objects). Objects cover a few
     latent pixels of a textured frame, so the loss weighs latent pixels that touch an object
-    `1 + object_weight` times. Captions and image embeddings are dropped independently with
+    `1 + object_weight` times. Movers travel `speed` frame widths per frame (`I2V_SPEED`). Captions and image embeddings are dropped independently with
     probability `p_drop` for classifier-free guidance."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
@@ -573,7 +578,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
 
     def sample(rng, n):
-        clips, captions, on_object = clip_batch(rng, n, n_frames)
+        clips, captions, on_object = clip_batch(rng, n, n_frames, speed)
         captions = ["" if rng.random() < p_drop else c for c in captions]
         with torch.no_grad():
             frames = to_tensor(clips.reshape(-1, *clips.shape[2:]))
@@ -669,6 +674,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weighting", choices=["min-snr", "terminal"], default="terminal",
                     help="ip2p, i2v: loss weights of v prediction: min-SNR, or min-SNR with weight kept at SNR = 0 "
                          "(see min_snr_weight; shapes-ip2p v1 was trained with min-snr)")
+    ap.add_argument("--speed", type=float, nargs=2, default=I2V_SPEED, metavar=("LOW", "HIGH"),
+                    help="i2v: how far movers travel per frame, in frame widths (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -687,7 +694,8 @@ def main(argv: list[str] | None = None) -> None:
     elif a.kind == "i2v":
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
-        train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal")
+        train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
+                  speed=tuple(a.speed))
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")

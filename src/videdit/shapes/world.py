@@ -311,21 +311,23 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None, margin:
     return Scene(tuple(objs), background or BACKGROUNDS[rng.integers(len(BACKGROUNDS))], int(rng.integers(2**31)))
 
 
-def random_motion(rng: np.random.Generator, kind: str | None = None) -> Motion:
+def random_motion(rng: np.random.Generator, kind: str | None = None, speed: tuple[float, float] = (0.01, 0.03)) -> Motion:
+    """A random motion; linear and bouncing movers travel `speed` (low, high) frame widths per frame."""
     kind = kind or MOTIONS[rng.integers(len(MOTIONS))]
-    speed = rng.uniform(0.01, 0.03)
+    speed = rng.uniform(*speed)
     angle = rng.uniform(0, 2 * np.pi)
     vx, vy = (speed * np.cos(angle), speed * np.sin(angle)) if kind in ("linear", "bounce") else (0.0, 0.0)
     grow = rng.choice([-1, 1]) * rng.uniform(0.002, 0.005) if kind == "grow" else 0.0
     return Motion(kind, float(vx), float(vy), float(grow))
 
 
-def random_clip(rng: np.random.Generator, n_frames: int = 16, n_objects: int | None = None, pan: bool | None = None) -> ClipSpec:
+def random_clip(rng: np.random.Generator, n_frames: int = 16, n_objects: int | None = None, pan: bool | None = None,
+                speed: tuple[float, float] = (0.01, 0.03)) -> ClipSpec:
     """Random clip: objects move smoothly (still, linear, bouncing or growing); a slow camera pan half the time."""
     scene = random_scene(rng, n_objects)
     motions = []
     for o in scene.objects:
-        m = random_motion(rng)
+        m = random_motion(rng, speed=speed)
         if m.kind == "linear":  # keep linear movers inside the frame for the whole clip
             end_x, end_y = o.cx + m.vx * (n_frames - 1), o.cy + m.vy * (n_frames - 1)
             if not (0 <= end_x <= 1 and 0 <= end_y <= 1):
