@@ -8,9 +8,9 @@ Printed, per setting:
   acceptance: >= 0.9;
 - err: the mean distance in pixels between the largest blue object's centroid and the true one,
   over frames 1 ... F-1 (a frame without a blue object counts as the image diagonal);
-for no injection, the default thresholds, and tau_ta = 0, 0.5, 1 (tau_conv = tau_sa = 0.2).
-Injection should lower err. Then a 32-frame clip, one long latent (direct) against chunks of 16
-frames overlapping by 4 (chunked).
+for no injection, the default thresholds, tau_ta = 0, 0.5, 1 (tau_conv = tau_sa = 0.2), and every
+tau at 1 (injection in every step). Injection should lower err. Then a 32-frame clip, one long latent
+(direct) against chunks of `--chunk-frames` frames overlapping by `--chunk-overlap` (chunked).
 
     python benchmarks/i2v_shapes.py                 # the ShapesWorld model shapes-i2v
     python benchmarks/i2v_shapes.py --model DIR     # any I2VGen-XL-class model (a tiny one: plumbing only)
@@ -38,6 +38,8 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="default: the method's (9)")
     parser.add_argument("--long", action=argparse.BooleanOptionalAction, default=True,
                         help="also compare direct and chunked propagation of a 32-frame clip")
+    parser.add_argument("--chunk-frames", type=int, default=16, help="chunked: frames per chunk (the model's count)")
+    parser.add_argument("--chunk-overlap", type=int, default=4)
     args = parser.parse_args(argv)
 
     from videdit.i2v import load_i2v
@@ -57,7 +59,8 @@ def main(argv=None) -> int:
           f"steps, guidance {args.guidance or 'default'}, prompt {square_clips(2)[1].spec.scene.caption!r}")
     print(f"{'setting':28s} {'blue':>6s} {'err px':>8s} {'s':>6s}")
     settings = [("no injection", 0.0, 0.0, 0.0), ("tau_ta = 0", 0.2, 0.2, 0.0),
-                ("tau_ta = 0.5 (default)", 0.2, 0.2, 0.5), ("tau_ta = 1", 0.2, 0.2, 1.0)]
+                ("tau_ta = 0.5 (default)", 0.2, 0.2, 0.5), ("tau_ta = 1", 0.2, 0.2, 1.0),
+                ("every tau = 1", 1.0, 1.0, 1.0)]
     for name, conv, sa, ta in settings:
         t0 = time.perf_counter()
         r = i2v_recolour(n_frames=args.frames, tau_conv=conv, tau_sa=sa, tau_ta=ta, **common)
@@ -65,7 +68,8 @@ def main(argv=None) -> int:
     if args.long:
         for mode in ("direct", "chunked"):
             t0 = time.perf_counter()
-            r = i2v_recolour(n_frames=32, long_clip=mode, chunk_frames=16, chunk_overlap=4, **common)
+            r = i2v_recolour(n_frames=32, long_clip=mode, chunk_frames=args.chunk_frames,
+                             chunk_overlap=args.chunk_overlap, **common)
             print(f"{'32 frames, ' + mode:28s} {r['blue']:6.2f} {r['centroid_error_px']:8.2f} {time.perf_counter() - t0:6.1f}")
     return 0
 
