@@ -521,7 +521,7 @@ I2V_UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per
 I2V_IMAGE_SIZE = 32  # the CLIP image encoder's input: 32x32, 4x4 patches
 I2V_FPS = 8
 # How far movers travel per frame in the i2v training clips, in frame widths. The world's default
-# (0.01-0.03) moves an object at most a fifth of the frame in 8 frames; a model trained on it learned to
+# (`world.SPEED`, 0.01-0.03) moves an object at most a fifth of the frame in 8 frames; a model trained on it learned to
 # leave objects where the first frame has them, and the i2v check moves its square half the frame.
 I2V_SPEED = (0.02, 0.09)
 
@@ -545,8 +545,8 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     a first run with w = min(SNR, 5) / (SNR + 1), which gives the terminal step no weight, learned the
     backgrounds in 90 minutes but not to copy even the first frame's objects). Objects cover a few
     latent pixels of a textured frame, so the loss weighs latent pixels that touch an object
-    `1 + object_weight` times. Movers travel `speed` frame widths per frame (`I2V_SPEED`). Captions and image embeddings are dropped independently with
-    probability `p_drop` for classifier-free guidance."""
+    `1 + object_weight` times. Movers travel `speed` frame widths per frame (`I2V_SPEED`). Captions and
+    image embeddings are dropped independently with probability `p_drop` for classifier-free guidance."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 

@@ -31,6 +31,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES = ("circle", "square", "triangle", "star")
 BACKGROUNDS = ("grass", "sand", "sky", "night", "brick")
 MOTIONS = ("still", "linear", "bounce", "grow")
+SPEED = (0.01, 0.03)  # how far linear and bouncing movers travel per frame, in frame widths (low, high)
 
 # Base colour and texture amplitude of each background; textures are low-contrast so that
 # objects stay recognisable and the 4x-downsampling autoencoder can reproduce them.
@@ -311,7 +312,7 @@ def random_scene(rng: np.random.Generator, n_objects: int | None = None, margin:
     return Scene(tuple(objs), background or BACKGROUNDS[rng.integers(len(BACKGROUNDS))], int(rng.integers(2**31)))
 
 
-def random_motion(rng: np.random.Generator, kind: str | None = None, speed: tuple[float, float] = (0.01, 0.03)) -> Motion:
+def random_motion(rng: np.random.Generator, kind: str | None = None, speed: tuple[float, float] = SPEED) -> Motion:
     """A random motion; linear and bouncing movers travel `speed` (low, high) frame widths per frame."""
     kind = kind or MOTIONS[rng.integers(len(MOTIONS))]
     speed = rng.uniform(*speed)
@@ -322,7 +323,7 @@ def random_motion(rng: np.random.Generator, kind: str | None = None, speed: tupl
 
 
 def random_clip(rng: np.random.Generator, n_frames: int = 16, n_objects: int | None = None, pan: bool | None = None,
-                speed: tuple[float, float] = (0.01, 0.03)) -> ClipSpec:
+                speed: tuple[float, float] = SPEED) -> ClipSpec:
     """Random clip: objects move smoothly (still, linear, bouncing or growing); a slow camera pan half the time."""
     scene = random_scene(rng, n_objects)
     motions = []
