@@ -108,3 +108,39 @@ def test_training_frames_have_captions():
     rng = np.random.default_rng(0)
     img, cap = w.random_frame(rng)
     assert img.shape == (64, 64, 3) and " on " in cap
+
+
+def test_recoloured_twin_changes_only_the_objects_colours():
+    """The i2v recolour augmentation: a twin has the clip's motion and background and every object in
+    another colour; without the augmentation no twin is drawn (older runs keep their random stream)."""
+    from videdit.shapes.train import clip_batch
+
+    clips, _, on_object, twins, swapped = clip_batch(np.random.default_rng(3), 4, 4, recolour=1.0)
+    assert swapped.all()
+    import cv2
+
+    differs = (clips != twins).any(-1)
+    near = np.array([[cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in c] for c in on_object])
+    assert differs.any() and not (differs & ~near).any()  # only objects (and their anti-aliased rims) change
+    clips0, captions0, _, twins0, swapped0 = clip_batch(np.random.default_rng(3), 4, 4)
+    assert not swapped0.any() and np.array_equal(clips0, twins0)
+    rng = np.random.default_rng(3)
+    assert captions0 == [w.random_clip(rng, n_frames=4, speed=(0.02, 0.09)).scene.caption for _ in range(4)]
+
+
+def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target():
+    import torch
+
+    from videdit.shapes.train import RECOLOUR_MIN_T, twin_noise, v_target
+
+    abar = torch.linspace(0.999, 0.001, 1000)
+    t = torch.tensor([RECOLOUR_MIN_T - 100, RECOLOUR_MIN_T + 200])
+    g = torch.Generator().manual_seed(0)
+    z0, z_twin, n = (torch.randn(2, 4, 3, 8, 8, generator=g) for _ in range(3))
+    e = twin_noise(abar, t, n, z0, z_twin)
+    a, s = abar[t].sqrt().view(-1, 1, 1, 1, 1), (1 - abar[t]).sqrt().view(-1, 1, 1, 1, 1)
+    x_t = a * z0 + s * e
+    assert torch.allclose(e[0], n[0])  # below RECOLOUR_MIN_T the clip is noised as usual
+    assert torch.allclose(x_t[1], a[1] * z_twin[1] + s[1] * n[1], atol=1e-5)  # above it, the twin
+    v = v_target(abar, t, z0, e)
+    assert torch.allclose(a * x_t - s * v, z0, atol=1e-4)  # the x_0 the target implies is the clip

@@ -139,28 +139,68 @@ def run_grain(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
 def run_anchor(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
     """The instruction with the ShapesWorld instruction editor; skipped when it is not installed."""
     from .api import edit
-    from .errors import UserError
-    from .models import resolve
 
-    try:
-        resolve(cfg["ip2p"], allow_download=False)
-    except UserError:
+    if not installed(cfg["ip2p"]):
         return None
     return edit(clip.frames, task.instruction, method="anchor", model=cfg["ip2p"], size=clip.frames.shape[2],
                 progress=False, reconstruction=False).frames
 
 
-RUNNERS: dict[str, Runner] = {"invert": run_invert, "grain": run_grain, "anchor": run_anchor}
+def installed(model: str) -> bool:
+    from .errors import UserError
+    from .models import resolve
+
+    try:
+        resolve(model, allow_download=False)
+    except UserError:
+        return False
+    return True
 
 
-def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str = "shapes-ip2p", steps: int = 30,
+def true_first_frame(task: Task, clip: world.Clip) -> np.ndarray:
+    """The exact edit of the first frame: the target scene rendered in the source's first state."""
+    return world.render_clip(replace(task.spec, scene=task.target, n_frames=1), clip.frames.shape[1]).frames[0]
+
+
+def i2v_edit(task: Task, clip: world.Clip, cfg: dict, **first) -> np.ndarray | None:
+    """Method i2v with the ShapesWorld image-to-video model (``--steps`` sampling steps, twice as many
+    inversion steps, the method's 1:2 default); skipped when that model is not installed."""
+    from .api import edit
+
+    if not installed(cfg["i2v"]):
+        return None
+    return edit(clip.frames, task.target_caption, method="i2v", model=cfg["i2v"], size=clip.frames.shape[2],
+                steps=cfg["steps"], inversion_steps=2 * cfg["steps"], progress=False, reconstruction=False,
+                no_cache=True, **first, **method_options("i2v", cfg["steps"])).frames
+
+
+def run_i2v(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
+    """First frame edited exactly (ground truth): the row measures the propagation alone."""
+    target = true_first_frame(task, clip)
+    return i2v_edit(task, clip, cfg, first_frame_editor=lambda image: target)
+
+
+def run_i2v_ip2p(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
+    """First frame edited by the ShapesWorld instruction editor with the task's instruction: the whole
+    pipeline a user runs with ``--first-frame-editor ip2p``."""
+    if not installed(cfg["ip2p"]):
+        return None
+    return i2v_edit(task, clip, cfg, first_frame_editor="ip2p", instruction=task.instruction, editor_model=cfg["ip2p"])
+
+
+RUNNERS: dict[str, Runner] = {"invert": run_invert, "grain": run_grain, "anchor": run_anchor, "i2v": run_i2v,
+                              "i2v+ip2p": run_i2v_ip2p}
+
+
+def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str = "shapes-ip2p",
+              i2v: str = "shapes-i2v", steps: int = 30,
               strength: float = 0.8, guidance: float = 5.0, frames: int = 16, only: list[str] | None = None,
               progress: Callable[[str], None] | None = None) -> list[dict]:
     """Every (task, method) pair the method can take: the oracle's scores and seconds per frame."""
     from .api import get_model
     from .config import make_options
 
-    cfg = dict(steps=steps, strength=strength, guidance=guidance, ip2p=ip2p)
+    cfg = dict(steps=steps, strength=strength, guidance=guidance, ip2p=ip2p, i2v=i2v)
     cfg["sd"] = get_model(make_options(dict(prompt="x", model=sd))[0])
     rows = []
     for task in tasks(frames):

@@ -128,29 +128,44 @@ def square_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, wor
 
 
 def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
-    """How well edited `frames` carry the blue square of `truth`: the fraction of frames whose largest object
-    (found by the oracle, by colour) is blue, and the mean distance in pixels between the largest blue object's
-    centroid and the true one over frames 1 ... F-1 (a frame without a blue object counts as the diagonal)."""
+    """How well edited `frames` carry the blue square of `truth` (one object), by the oracle, per frame:
+
+    - blue: the colour under the square's ground-truth mask is blue (the square is blue where it should be);
+    - one_blue: exactly one blue object is found (no copy left at the first-frame place, no second square);
+    - background: the background class is the truth's;
+    - centroid_error_px: distance between the largest blue object's centroid and the true one, over
+      frames 1 ... F-1 (a frame without a blue object counts as the image diagonal);
+    - psnr: of the whole clip against the ground truth.
+
+    `success` is the fraction of frames with blue, one_blue and background all right. An earlier form
+    of this measure asked only that the largest object be blue, which a frame turned blue all over passes.
+    """
     diag = float(np.hypot(*frames.shape[1:3]))
-    blue_frames, errs = [], []
+    blue, one, bg, errs = [], [], [], []
     for t, frame in enumerate(frames):
-        found, _ = judge.locate(frame)
-        biggest = max(found, key=lambda f: f.area, default=None)
-        blue_frames.append(biggest is not None and biggest.colour == "blue")
+        found, background = judge.locate(frame)
+        blues = [f for f in found if f.colour == "blue"]
+        blue.append(judge.object_colour(frame, truth.masks[t, 0]) == "blue")
+        one.append(len(blues) == 1)
+        bg.append(background == truth.spec.scene.background)
         if t:
-            blue = [f for f in found if f.colour == "blue"]
-            c = max(blue, key=lambda f: f.area).centroid if blue else None
+            c = max(blues, key=lambda f: f.area).centroid if blues else None
             errs.append(diag if c is None else float(np.hypot(c[0] - truth.centroids[t, 0, 0], c[1] - truth.centroids[t, 0, 1])))
-    return {"blue": float(np.mean(blue_frames)), "centroid_error_px": float(np.mean(errs))}
+    ok = np.array(blue) & np.array(one) & np.array(bg)
+    return {"success": float(ok.mean()), "blue": float(np.mean(blue)), "one_blue": float(np.mean(one)),
+            "background": float(np.mean(bg)), "centroid_error_px": float(np.mean(errs)),
+            "psnr": judge.psnr(frames, truth.frames)}
 
 
 def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: int = 100, **options) -> dict:
     """Method i2v on `square_clips`: the first frame replaced by the blue-square render, propagated along the
-    source's inverted noise; `options` go to `videdit.edit` (tau_conv, tau_sa, tau_ta, long_clip, ...)."""
+    source's inverted noise, under `method_options("i2v")`; `options` go to `videdit.edit` (tau_conv, tau_sa,
+    tau_ta, long_clip, ...) and override those. Returns `propagation`'s measures."""
     from videdit.api import edit
+    from videdit.shapes import method_options
 
     source, truth = square_clips(n_frames)
     out = edit(source.frames, truth.spec.scene.caption, method="i2v", model=model, size=world.SIZE, steps=steps,
                inversion_steps=inversion_steps, progress=False, reconstruction=False,
-               first_frame_editor=lambda image: truth.frames[0], **options)
+               first_frame_editor=lambda image: truth.frames[0], **{**method_options("i2v", steps), **options})
     return propagation(out.edited_working, truth)

@@ -526,19 +526,47 @@ I2V_FPS = 8
 I2V_SPEED = (0.02, 0.09)
 
 
-def clip_batch(rng: np.random.Generator, n: int, n_frames: int, speed: tuple[float, float] = I2V_SPEED
-               ) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, their captions, and where
-    objects are (B, F, H, W) bool; movers travel `speed` (low, high) frame widths per frame."""
+def clip_batch(rng: np.random.Generator, n: int, n_frames: int, speed: tuple[float, float] = I2V_SPEED,
+               recolour: float = 0.0) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, their captions, where
+    objects are (B, F, H, W) bool, and each clip's twin: with probability `recolour` the same clip with
+    every object in another colour (`recoloured`), else the clip itself; and which clips have a
+    recoloured twin (B,) bool. Movers travel `speed` (low, high) frame widths per frame."""
     specs = [world.random_clip(rng, n_frames=n_frames, speed=speed) for _ in range(n)]
     clips = [world.render_clip(s) for s in specs]
+    swapped = rng.random(n) < recolour if recolour > 0 else np.zeros(n, bool)
+    twins = [world.render_clip(recoloured(rng, s)).frames if w else c.frames for s, c, w in zip(specs, clips, swapped)]
     return (np.stack([c.frames for c in clips]), [s.scene.caption for s in specs],
-            np.stack([c.masks.any(axis=1) for c in clips]))
+            np.stack([c.masks.any(axis=1) for c in clips]), np.stack(twins), swapped)
+
+
+def recoloured(rng: np.random.Generator, spec: world.ClipSpec) -> world.ClipSpec:
+    """The same clip (scene, motions, background) with every object in another named colour."""
+    from dataclasses import replace
+
+    objects = tuple(replace(o, colour=str(rng.choice([c for c in world.COLOURS if c != o.colour])))
+                    for o in spec.scene.objects)
+    return replace(spec, scene=replace(spec.scene, objects=objects))
+
+
+# The recolour augmentation of `train_i2v` acts at t >= RECOLOUR_MIN_T only: there alpha_t / sigma_t <= 1 on
+# I2VGen-XL's schedule, so the noise the input carries relative to z_0 stays within the scale of the noise itself.
+RECOLOUR_MIN_T = 500
+
+
+def twin_noise(abar: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z0: torch.Tensor, z_twin: torch.Tensor
+               ) -> torch.Tensor:
+    """e = n + (alpha_t / sigma_t)(z'_0 - z_0) for the samples with t >= RECOLOUR_MIN_T, n for the others:
+    noising z_0 with e gives alpha_t z'_0 + sigma_t n, the twin's noisy latent, while the v target built
+    from (z_0, e) still has z_0 as its x_0 estimate."""
+    shape = (-1,) + (1,) * (z0.dim() - 1)
+    snr_root = (abar[t] / (1 - abar[t])).sqrt().view(shape)
+    return torch.where((t >= RECOLOUR_MIN_T).view(shape), noise + snr_root * (z_twin - z0), noise)
 
 
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
-              object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED) -> None:
+              object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
@@ -546,7 +574,18 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     backgrounds in 90 minutes but not to copy even the first frame's objects). Objects cover a few
     latent pixels of a textured frame, so the loss weighs latent pixels that touch an object
     `1 + object_weight` times. Movers travel `speed` frame widths per frame (`I2V_SPEED`). Captions and
-    image embeddings are dropped independently with probability `p_drop` for classifier-free guidance."""
+    image embeddings are dropped independently with probability `p_drop` for classifier-free guidance.
+
+    Recolour augmentation (`recolour` > 0), for the use of method i2v, where sampling starts from the
+    inverted noise of a clip whose first frame was edited: with probability `recolour`, a clip's noisy
+    input at t >= RECOLOUR_MIN_T is made from its recoloured twin z'_0 (same motion, other object colours),
+
+        x_t = alpha_t z'_0 + sigma_t n = alpha_t z_0 + sigma_t e,   e = n + (alpha_t / sigma_t) (z'_0 - z_0),
+
+    and the target stays the clip itself, v = alpha_t e - sigma_t z_0 (whose x_0 estimate is z_0): where
+    things are comes from the noisy input, what they look like from the first frame. Without it, a model
+    given a blue first frame and the inverted noise of a red square draws two squares: a blue one left at
+    its first-frame place and the red one, half recoloured, along the source's path."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -578,13 +617,19 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
 
     def sample(rng, n):
-        clips, captions, on_object = clip_batch(rng, n, n_frames, speed)
+        clips, captions, on_object, twins, swapped = clip_batch(rng, n, n_frames, speed, recolour)
         captions = ["" if rng.random() < p_drop else c for c in captions]
         with torch.no_grad():
             frames = to_tensor(clips.reshape(-1, *clips.shape[2:]))
             post = vae.encode(frames).latent_dist
             video = lambda z: z.view(n, n_frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
             z0 = video(post.sample() * scale)
+            z_twin = z0
+            if swapped.any():  # the recoloured twins' latents where there are twins, z_0 elsewhere
+                k = int(swapped.sum())
+                twin = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:]))).latent_dist.sample() * scale
+                z_twin = z0.clone()
+                z_twin[torch.from_numpy(swapped)] = twin.view(k, n_frames, *twin.shape[1:]).permute(0, 2, 1, 3, 4)
             first = video(post.mean * scale)[:, :, :1]  # the first frame's latent, as `videdit.i2v.image_latents`
             positions = torch.arange(1, n_frames).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
             image_latents = torch.cat([first, positions.expand(n, z0.shape[1], -1, *z0.shape[-2:])], 2)
@@ -595,7 +640,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         f = clips.shape[2] // z0.shape[-1]  # the VAE's downsampling factor
         touched = F.max_pool2d(torch.from_numpy(on_object).float().flatten(0, 1)[:, None], f)
         pixel_weight = 1 + object_weight * touched.view(n, n_frames, 1, *z0.shape[-2:]).permute(0, 2, 1, 3, 4)
-        return z0, image_latents, tokens(captions), pixels, keep_image, pixel_weight
+        return z0, z_twin, image_latents, tokens(captions), pixels, keep_image, pixel_weight
 
     params = list(unet.parameters()) + list(image_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -625,9 +670,11 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
-        z0, image_latents, ids, pixels, keep_image, pixel_weight = sample(rng, batch)
+        z0, z_twin, image_latents, ids, pixels, keep_image, pixel_weight = sample(rng, batch)
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
+        if recolour > 0:
+            noise = twin_noise(abar, t, noise, z0, z_twin)
         zt = sched.add_noise(z0, noise, t)
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
         pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
@@ -676,6 +723,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(see min_snr_weight; shapes-ip2p v1 was trained with min-snr)")
     ap.add_argument("--speed", type=float, nargs=2, default=I2V_SPEED, metavar=("LOW", "HIGH"),
                     help="i2v: how far movers travel per frame, in frame widths (default %(default)s)")
+    ap.add_argument("--recolour", type=float, default=0.0, metavar="P",
+                    help="i2v: probability that a clip's noisy input (t >= %d) comes from its recoloured twin "
+                         "(see train_i2v)" % RECOLOUR_MIN_T)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -695,7 +745,7 @@ def main(argv: list[str] | None = None) -> None:
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
-                  speed=tuple(a.speed))
+                  speed=tuple(a.speed), recolour=a.recolour)
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
