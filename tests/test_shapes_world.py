@@ -113,12 +113,12 @@ def test_training_frames_have_captions():
 def test_recoloured_twin_changes_only_the_objects_colours():
     """The i2v recolour augmentation: a twin has the clip's motion and background and every object in
     another colour; without the augmentation no twin is drawn (older runs keep their random stream)."""
+    import cv2
+
     from videdit.shapes.train import clip_batch
 
     clips, _, on_object, twins, swapped = clip_batch(np.random.default_rng(3), 4, 4, recolour=1.0)
     assert swapped.all()
-    import cv2
-
     differs = (clips != twins).any(-1)
     near = np.array([[cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in c] for c in on_object])
     assert differs.any() and not (differs & ~near).any()  # only objects (and their anti-aliased rims) change
