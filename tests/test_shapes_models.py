@@ -112,6 +112,28 @@ def test_i2v_trainer_writes_a_model_method_i2v_loads(tmp_path):
     assert v.shape == x.shape and torch.isfinite(v).all()
 
 
+@need_sd
+def test_i2v_trainer_second_stage_starts_from_the_given_pipeline(tmp_path):
+    """`train i2v --from DIR` starts its UNet and image encoder from DIR's, not from a fresh draw: one
+    step at a tiny learning rate leaves the weights near the start's and far from a fresh run's."""
+    from videdit.i2v import load_i2v
+    from videdit.shapes import train
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--init", str(SD), "--steps", "1", "--batch", "1", "--threads", "1"]
+    train.main(["i2v", "--out", str(first), "--seed", "3"] + common)
+    train.main(["i2v", "--out", str(second), "--seed", "4", "--from", str(first / "pipeline"), "--lr", "1e-9",
+                "--recolour", "1", "--recolour-min-t", "0"] + common)
+    fresh = tmp_path / "fresh"
+    train.main(["i2v", "--out", str(fresh), "--seed", "4", "--lr", "1e-9"] + common)
+    weights = {k: load_i2v(str(d / "pipeline"), device="cpu") for k, d in
+               (("first", first), ("second", second), ("fresh", fresh))}
+    w = {k: torch.cat([p.flatten() for p in m.unet.parameters()]) for k, m in weights.items()}
+    assert (w["second"] - w["first"]).abs().max() < 1e-4
+    assert (w["fresh"] - w["first"]).abs().max() > 1e-2
+    e = {k: torch.cat([p.flatten() for p in m.extras["image_encoder"].parameters()]) for k, m in weights.items()}
+    assert (e["second"] - e["first"]).abs().max() < 1e-4
+
 def test_terminal_weighting_keeps_weight_where_only_the_condition_informs():
     """min-SNR for v prediction gives the SNR = 0 step (zero-terminal schedule, t = 999) no weight; the
     terminal variant gives it the plain v loss (1), and both agree where SNR + 1 >= gamma."""

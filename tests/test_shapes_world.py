@@ -144,3 +144,5 @@ def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target(
     assert torch.allclose(x_t[1], a[1] * z_twin[1] + s[1] * n[1], atol=1e-5)  # above it, the twin
     v = v_target(abar, t, z0, e)
     assert torch.allclose(a * x_t - s * v, z0, atol=1e-4)  # the x_0 the target implies is the clip
+    e_all = twin_noise(abar, t, n, z0, z_twin, min_t=0)  # --recolour-min-t 0: every timestep takes the twin
+    assert torch.allclose((a * z0 + s * e_all)[0], a[0] * z_twin[0] + s[0] * n[0], atol=1e-5)

@@ -554,19 +554,20 @@ def recoloured(rng: np.random.Generator, spec: world.ClipSpec) -> world.ClipSpec
 RECOLOUR_MIN_T = 500
 
 
-def twin_noise(abar: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z0: torch.Tensor, z_twin: torch.Tensor
-               ) -> torch.Tensor:
-    """e = n + (alpha_t / sigma_t)(z'_0 - z_0) for the samples with t >= RECOLOUR_MIN_T, n for the others:
+def twin_noise(abar: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z0: torch.Tensor, z_twin: torch.Tensor,
+               min_t: int = RECOLOUR_MIN_T) -> torch.Tensor:
+    """e = n + (alpha_t / sigma_t)(z'_0 - z_0) for the samples with t >= `min_t`, n for the others:
     noising z_0 with e gives alpha_t z'_0 + sigma_t n, the twin's noisy latent, while the v target built
     from (z_0, e) still has z_0 as its x_0 estimate."""
     shape = (-1,) + (1,) * (z0.dim() - 1)
     snr_root = (abar[t] / (1 - abar[t])).sqrt().view(shape)
-    return torch.where((t >= RECOLOUR_MIN_T).view(shape), noise + snr_root * (z_twin - z0), noise)
+    return torch.where((t >= min_t).view(shape), noise + snr_root * (z_twin - z0), noise)
 
 
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
-              object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0) -> None:
+              object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
+              recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
@@ -587,7 +588,9 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     given a blue first frame and the inverted noise of a red square draws two squares: a blue one left at
     its first-frame place and the red one, half recoloured, along the source's path. Measured, not yet of
     use: an 85-minute run with `recolour` 0.5 (1,790 steps) did worse on that check than the shipped
-    model (the grass turned brown in every frame; its blue blob was 13.4 px off the path)."""
+    model (the grass turned brown in every frame; its blue blob was 13.4 px off the path).
+    `recolour_min_t` sets the smallest timestep the twins act at; `start` (a trained i2v pipeline folder)
+    makes the run a second stage that starts from that pipeline's UNet and image encoder."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -600,11 +603,15 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     text_encoder = sd.text_encoder.eval().requires_grad_(False)
     tokens = TokenCache(sd.tokenizer)
     torch.manual_seed(seed)
-    unet = I2VGenXLUNet(**I2V_UNET_CONFIG)
     dim = I2V_UNET_CONFIG["cross_attention_dim"]
-    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-        hidden_size=dim, intermediate_size=4 * dim, num_hidden_layers=2, num_attention_heads=4,
-        image_size=I2V_IMAGE_SIZE, patch_size=4, projection_dim=dim))
+    if start:  # a second stage: the UNet and image encoder of a trained i2v pipeline
+        unet = I2VGenXLUNet.from_pretrained(start / "unet", torch_dtype=torch.float32)
+        image_encoder = CLIPVisionModelWithProjection.from_pretrained(start / "image_encoder", torch_dtype=torch.float32)
+    else:
+        unet = I2VGenXLUNet(**I2V_UNET_CONFIG)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=dim, intermediate_size=4 * dim, num_hidden_layers=2, num_attention_heads=4,
+            image_size=I2V_IMAGE_SIZE, patch_size=4, projection_dim=dim))
     processor = image_processor_class()(size={"shortest_edge": I2V_IMAGE_SIZE},
                                         crop_size={"height": I2V_IMAGE_SIZE, "width": I2V_IMAGE_SIZE})
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
@@ -676,7 +683,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
         if recolour > 0:
-            noise = twin_noise(abar, t, noise, z0, z_twin)
+            noise = twin_noise(abar, t, noise, z0, z_twin, recolour_min_t)
         zt = sched.add_noise(z0, noise, t)
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
         pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
@@ -726,8 +733,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--speed", type=float, nargs=2, default=I2V_SPEED, metavar=("LOW", "HIGH"),
                     help="i2v: how far movers travel per frame, in frame widths (default %(default)s)")
     ap.add_argument("--recolour", type=float, default=0.0, metavar="P",
-                    help="i2v: probability that a clip's noisy input (t >= %d) comes from its recoloured twin "
-                         "(see train_i2v)" % RECOLOUR_MIN_T)
+                    help="i2v: probability that a clip's noisy input (at t >= --recolour-min-t) comes from its "
+                         "recoloured twin (see train_i2v)")
+    ap.add_argument("--recolour-min-t", type=int, default=RECOLOUR_MIN_T, metavar="T",
+                    help="i2v: the smallest timestep at which --recolour acts (default %(default)s)")
+    ap.add_argument("--from", dest="start", type=Path, metavar="DIR",
+                    help="i2v: start the UNet and image encoder from this trained i2v pipeline folder (a second stage)")
+    ap.add_argument("--lr", type=float, default=None, help="i2v: peak learning rate (default 5e-4)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -747,7 +759,8 @@ def main(argv: list[str] | None = None) -> None:
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
-                  speed=tuple(a.speed), recolour=a.recolour)
+                  speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
+                  lr=a.lr or 5e-4)
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
