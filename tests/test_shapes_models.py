@@ -123,7 +123,7 @@ def test_i2v_trainer_second_stage_starts_from_the_given_pipeline(tmp_path):
     common = ["--init", str(SD), "--steps", "1", "--batch", "1", "--threads", "1"]
     train.main(["i2v", "--out", str(first), "--seed", "3"] + common)
     train.main(["i2v", "--out", str(second), "--seed", "4", "--from", str(first / "pipeline"), "--lr", "1e-9",
-                "--recolour", "1", "--recolour-min-t", "0"] + common)
+                "--recolour", "1", "--recolour-inverted", "2"] + common)
     fresh = tmp_path / "fresh"
     train.main(["i2v", "--out", str(fresh), "--seed", "4", "--lr", "1e-9"] + common)
     weights = {k: load_i2v(str(d / "pipeline"), device="cpu") for k, d in

@@ -128,10 +128,29 @@ def test_recoloured_twin_changes_only_the_objects_colours():
     assert captions0 == [w.random_clip(rng, n_frames=4, speed=(0.02, 0.09)).scene.caption for _ in range(4)]
 
 
+def test_inverted_twin_keeps_a_latent_of_the_trajectory_up_to_the_terminal_step():
+    """The inverted-twin inputs come from a DDIM inversion that reaches t = 999 (where sampling starts),
+    and each is the trajectory's latent at the timestep returned with it."""
+    import torch
+
+    from videdit.shapes.train import inverted_twin
+
+    z = torch.randn(6, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    drift = lambda x, t, i: torch.full_like(x, 0.1)  # any deterministic predictor
+    x_top, t_top = inverted_twin(drift, z, 5, np.random.default_rng(0), p_top=1.0)
+    assert t_top.tolist() == [999] * 6
+    x_low, t_low = inverted_twin(drift, z, 5, np.random.default_rng(0), p_top=0.0)
+    assert t_low.max() < 999 and len(set(t_low.tolist())) > 1
+    for b in range(6):  # each sample is inverted on its own: the batch does not mix them
+        x_1, t_1 = inverted_twin(drift, z[b:b + 1], 5, np.random.default_rng(0), p_top=1.0)
+        assert torch.allclose(x_1[0], x_top[b])
+    assert not torch.allclose(x_low, x_top)
+
+
 def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target():
     import torch
 
-    from videdit.shapes.train import RECOLOUR_MIN_T, twin_noise, v_target
+    from videdit.shapes.train import RECOLOUR_MIN_T, implied_noise, twin_noise, v_target
 
     abar = torch.linspace(0.999, 0.001, 1000)
     t = torch.tensor([RECOLOUR_MIN_T - 100, RECOLOUR_MIN_T + 200])
@@ -144,5 +163,8 @@ def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target(
     assert torch.allclose(x_t[1], a[1] * z_twin[1] + s[1] * n[1], atol=1e-5)  # above it, the twin
     v = v_target(abar, t, z0, e)
     assert torch.allclose(a * x_t - s * v, z0, atol=1e-4)  # the x_0 the target implies is the clip
+    x_any = torch.randn(z0.shape, generator=g)  # any input (an inverted twin): the target still implies the clip
+    v_any = v_target(abar, t, z0, implied_noise(abar, t, x_any, z0))
+    assert torch.allclose(a * x_any - s * v_any, z0, atol=1e-4)
     e_all = twin_noise(abar, t, n, z0, z_twin, min_t=0)  # --recolour-min-t 0: every timestep takes the twin
     assert torch.allclose((a * z0 + s * e_all)[0], a[0] * z_twin[0] + s[0] * n[0], atol=1e-5)

@@ -564,10 +564,40 @@ def twin_noise(abar: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, z0: tor
     return torch.where((t >= min_t).view(shape), noise + snr_root * (z_twin - z0), noise)
 
 
+def implied_noise(abar: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """The e with x_t = alpha_t z_0 + sigma_t e, so that the v target built from (z_0, e) for input x_t
+    implies x_0 = z_0 whatever x_t is (t >= 1, where sigma_t > 0)."""
+    a = abar[t].view(-1, *([1] * (z0.dim() - 1)))
+    return (x_t - a.sqrt() * z0) / (1 - a).sqrt()
+
+
+@torch.no_grad()
+def inverted_twin(v_fn, z_twin: torch.Tensor, steps: int, rng: np.random.Generator, p_top: float = 0.5
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy inputs as method i2v meets them: each twin latent (B, C, F, h, w) is DDIM-inverted for `steps`
+    steps by `v_fn(x, t, i)` (the model under the twin's own first frame, empty prompt, guidance 1), and
+    one latent of its trajectory is kept: the last (the noise sampling starts from) with probability
+    `p_top`, else one of the others. Returns the latents and their timesteps (B,)."""
+    from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+    from videdit.diffusion import ddim_loop
+    from videdit.tiny import I2V_SCHEDULER
+
+    # trailing spacing, so that the trajectory ends at t = 999 as the method's 100-step inversion nearly does
+    # (leading spacing would stop K steps at 1 + (K - 1) 1000 / K)
+    inverse = DDIMInverseScheduler.from_config(DDIMScheduler(**I2V_SCHEDULER).config, timestep_spacing="trailing")
+    inverse.set_timesteps(steps)
+    kept = ddim_loop(v_fn, z_twin, inverse, inverse.timesteps, progress=False, keep=True)
+    n = z_twin.shape[0]
+    j = [steps - 1 if rng.random() < p_top or steps == 1 else int(rng.integers(steps - 1)) for _ in range(n)]
+    x = torch.stack([kept[k + 1][b] for b, k in enumerate(j)])  # kept[k + 1] lies at inverse.timesteps[k]
+    return x, inverse.timesteps[j].long()
+
+
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
               object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
-              recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None) -> None:
+              recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
@@ -590,7 +620,13 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     use: an 85-minute run with `recolour` 0.5 (1,790 steps) did worse on that check than the shipped
     model (the grass turned brown in every frame; its blue blob was 13.4 px off the path).
     `recolour_min_t` sets the smallest timestep the twins act at; `start` (a trained i2v pipeline folder)
-    makes the run a second stage that starts from that pipeline's UNet and image encoder."""
+    makes the run a second stage that starts from that pipeline's UNet and image encoder.
+
+    With `recolour_inverted` K > 0 the twin's noisy input is instead what the method feeds the model: a
+    latent of the twin's own K-step DDIM inversion (`inverted_twin`), made by the model being trained,
+    conditioned on the twin's first frame; the condition and the target stay the clip's. Gaussian
+    noise around a recoloured clip is not what DDIM inversion gives, and the model has to learn to read
+    where things are, not what colour they are, from the latter."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -639,17 +675,24 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
                 twin = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:]))).latent_dist.sample() * scale
                 z_twin = z0.clone()
                 z_twin[torch.from_numpy(swapped)] = twin.view(k, n_frames, *twin.shape[1:]).permute(0, 2, 1, 3, 4)
-            first = video(post.mean * scale)[:, :, :1]  # the first frame's latent, as `videdit.i2v.image_latents`
             positions = torch.arange(1, n_frames).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
-            image_latents = torch.cat([first, positions.expand(n, z0.shape[1], -1, *z0.shape[-2:])], 2)
-        pixels = F.interpolate(frames.view(n, n_frames, *frames.shape[1:])[:, 0], size=I2V_IMAGE_SIZE,
-                               mode="bilinear", antialias=True, align_corners=False)
-        pixels = ((pixels + 1) / 2 - mean) / std
+            with_positions = lambda first: torch.cat([first, positions.expand(len(first), first.shape[1], -1, *first.shape[-2:])], 2)
+            # the first frame's latent, as `videdit.i2v.image_latents`
+            image_latents = with_positions(video(post.mean * scale)[:, :, :1])
+        to_pixels = lambda first: ((F.interpolate(first, size=I2V_IMAGE_SIZE, mode="bilinear", antialias=True,
+                                                  align_corners=False) + 1) / 2 - mean) / std
+        pixels = to_pixels(frames.view(n, n_frames, *frames.shape[1:])[:, 0])
+        twin_condition = None
+        if recolour_inverted and swapped.any():  # the twins' own first frames, for their inversion
+            with torch.no_grad():
+                twin_first = to_tensor(twins[swapped][:, 0])
+                twin_latents = with_positions(vae.encode(twin_first).latent_dist.mean[:, :, None] * scale)
+            twin_condition = (twin_latents, to_pixels(twin_first), torch.from_numpy(swapped))
         keep_image = torch.from_numpy(rng.random(n) >= p_drop).float().view(n, 1, 1)
         f = clips.shape[2] // z0.shape[-1]  # the VAE's downsampling factor
         touched = F.max_pool2d(torch.from_numpy(on_object).float().flatten(0, 1)[:, None], f)
         pixel_weight = 1 + object_weight * touched.view(n, n_frames, 1, *z0.shape[-2:]).permute(0, 2, 1, 3, 4)
-        return z0, z_twin, image_latents, tokens(captions), pixels, keep_image, pixel_weight
+        return z0, z_twin, image_latents, tokens(captions), pixels, keep_image, pixel_weight, twin_condition
 
     params = list(unet.parameters()) + list(image_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -679,12 +722,23 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
-        z0, z_twin, image_latents, ids, pixels, keep_image, pixel_weight = sample(rng, batch)
+        z0, z_twin, image_latents, ids, pixels, keep_image, pixel_weight, twin_condition = sample(rng, batch)
         noise = torch.randn(z0.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
-        if recolour > 0:
+        if recolour > 0 and not recolour_inverted:
             noise = twin_noise(abar, t, noise, z0, z_twin, recolour_min_t)
         zt = sched.add_noise(z0, noise, t)
+        if twin_condition is not None:  # the swapped clips' inputs: their twins' inverted latents
+            latents_tw, pixels_tw, swapped = twin_condition
+            k = int(swapped.sum())
+            with torch.no_grad():
+                embedding_tw = image_encoder(pixel_values=pixels_tw).image_embeds[:, None]
+                empty = text_states(tokens([""] * k))
+            v_fn = lambda x, tt, i: unet(x, tt, fps=torch.full((k,), I2V_FPS), image_latents=latents_tw,
+                                         image_embeddings=embedding_tw, encoder_hidden_states=empty).sample
+            x_tw, t_tw = inverted_twin(v_fn, z_twin[swapped], recolour_inverted, rng)
+            zt[swapped], t[swapped] = x_tw, t_tw
+            noise[swapped] = implied_noise(abar, t_tw, x_tw, z0[swapped])  # so the target's x_0 is the clip
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
         pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
                     image_embeddings=image_embedding, encoder_hidden_states=text_states(ids)).sample
@@ -739,6 +793,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="i2v: the smallest timestep at which --recolour acts (default %(default)s)")
     ap.add_argument("--from", dest="start", type=Path, metavar="DIR",
                     help="i2v: start the UNet and image encoder from this trained i2v pipeline folder (a second stage)")
+    ap.add_argument("--recolour-inverted", type=int, default=0, metavar="K",
+                    help="i2v: the --recolour twins' inputs are latents of their own K-step DDIM inversion (see train_i2v)")
     ap.add_argument("--lr", type=float, default=None, help="i2v: peak learning rate (default 5e-4)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
@@ -760,6 +816,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
+                  recolour_inverted=a.recolour_inverted,
                   lr=a.lr or 5e-4)
     else:
         if not a.init:
