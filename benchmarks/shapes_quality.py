@@ -42,6 +42,9 @@ def main() -> None:
         s = evaluate.sd_scores(pipe, a.n_sd, guidance=a.guidance, steps=a.steps)
         rows += [(f"shapes-sd colour (n={a.n_sd})", s["colour"], ">= 0.90"), ("shapes-sd shape", s["shape"], ">= 0.80"), ("shapes-sd background", s["background"], ">= 0.90")]
         rows.append(("shapes-sd seconds", time.time() - t, ""))
+        ceiling = evaluate.round_trip_reading(pipe.vae, evaluate.held_out_scenes(a.n_sd))["round_trip"]
+        rows += [("the same captions' scenes rendered, VAE round trip (the ceiling): colour", ceiling["colour"], ""),
+                 ("the same, VAE round trip: shape", ceiling["shape"], "")]
         if a.n_inversion:
             scores = evaluate.inversion_psnr(a.sd, a.n_inversion)
             rows.append((f"DDIM inversion + regeneration PSNR dB (mean of {a.n_inversion} clips)", sum(scores) / len(scores), ">= 25"))

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from videdit.shapes import judge, world
-from videdit.shapes.train import HELD_OUT_SEED, held_out_images, vae_psnr
+from videdit.shapes.train import HELD_OUT_SEED, held_out_images, vae_psnr, vae_round_trip
 
 
 def load_sd(path: str | Path):
@@ -48,6 +48,22 @@ def vae_score(vae, n: int = 500) -> float:
     return vae_psnr(vae, held_out_images(n))
 
 
+def oracle_reading(images: np.ndarray, scenes: list[world.Scene]) -> dict:
+    """What the oracle reads in images of known scenes (renders, or their VAE round trips: the best
+    any latent model can output): fractions of objects located in the right colour and shape, and of
+    images with the right background; `judge_generated`, as the shapes-sd bars use it."""
+    results = [judge.judge_generated(im, s) for im, s in zip(images, scenes)]
+    return {"colour": float(np.mean([c for r in results for c in r["colour"]])),
+            "shape": float(np.mean([c for r in results for c in r["shape"]])),
+            "background": float(np.mean([r["background"] for r in results]))}
+
+
+def round_trip_reading(vae, scenes: list[world.Scene]) -> dict:
+    """`oracle_reading` of the clean renders of `scenes` and of their round trips through `vae`."""
+    images = np.stack([world.render(s)[0] for s in scenes])
+    return {"clean": oracle_reading(images, scenes), "round_trip": oracle_reading(vae_round_trip(vae, images), scenes)}
+
+
 @torch.no_grad()
 def sd_scores(pipe, n: int = 300, guidance: float = 5.0, steps: int = 30, batch: int = 25, seed: int = 0) -> dict:
     """Oracle accuracy of text-to-image samples: fraction of objects with the asked colour and shape, of images with the asked background."""
@@ -57,10 +73,8 @@ def sd_scores(pipe, n: int = 300, guidance: float = 5.0, steps: int = 30, batch:
         chunk = scenes[i : i + batch]
         g = torch.Generator().manual_seed(seed + i)
         images = pipe([s.caption for s in chunk], num_inference_steps=steps, guidance_scale=guidance, generator=g, height=64, width=64, output_type="np").images
-        results += [judge.judge_generated((im * 255).round().astype(np.uint8), s) for im, s in zip(images, chunk)]
-    colour = [c for r in results for c in r["colour"]]
-    shape = [c for r in results for c in r["shape"]]
-    return {"n": n, "colour": float(np.mean(colour)), "shape": float(np.mean(shape)), "background": float(np.mean([r["background"] for r in results]))}
+        results.append((images * 255).round().astype(np.uint8))
+    return {"n": n, **oracle_reading(np.concatenate(results), scenes)}
 
 
 @torch.no_grad()

@@ -255,14 +255,16 @@ def latent_scaling_factor(vae, n: int = 512) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
+def vae_round_trip(vae, images: np.ndarray, batch: int = 50) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> decoded posterior modes of their latents, uint8."""
+    return np.concatenate([to_images(vae.decode(vae.encode(to_tensor(images[i : i + batch])).latent_dist.mode()).sample)
+                           for i in range(0, len(images), batch)])
+
+
 def vae_psnr(vae, images: np.ndarray) -> float:
     """Mean PSNR (dB) of reconstructions from the posterior mode."""
-    scores = []
-    for i in range(0, len(images), 50):
-        x = to_tensor(images[i : i + 50])
-        rec = to_images(vae.decode(vae.encode(x).latent_dist.mode()).sample)
-        scores += [psnr(a, b) for a, b in zip(rec, images[i : i + 50])]
-    return float(np.mean(scores))
+    return float(np.mean([psnr(a, b) for a, b in zip(vae_round_trip(vae, images), images)]))
 
 
 # ----------------------------------------------------------------------------- text encoder + tokenizer
