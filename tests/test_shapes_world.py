@@ -129,22 +129,33 @@ def test_recoloured_twin_changes_only_the_objects_colours():
 
 
 def test_inverted_twin_keeps_a_latent_of_the_trajectory_up_to_the_terminal_step():
-    """The inverted-twin inputs come from a DDIM inversion that reaches t = 999 (where sampling starts),
-    and each is the trajectory's latent at the timestep returned with it."""
+    """With a predictor that knows each sample's clean latent z and noise e, DDIM inversion is exact, so
+    every kept latent must be alpha_t z + sigma_t e at the timestep returned with it; the trajectory
+    reaches t = 999 (where sampling starts), and latents below `min_t` are not kept."""
     import torch
+    from diffusers import DDIMScheduler
 
     from videdit.shapes.train import inverted_twin
+    from videdit.tiny import I2V_SCHEDULER
 
-    z = torch.randn(6, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
-    drift = lambda x, t, i: torch.full_like(x, 0.1)  # any deterministic predictor
-    x_top, t_top = inverted_twin(drift, z, 5, np.random.default_rng(0), p_top=1.0)
-    assert t_top.tolist() == [999] * 6
-    x_low, t_low = inverted_twin(drift, z, 5, np.random.default_rng(0), p_top=0.0)
-    assert t_low.max() < 999 and len(set(t_low.tolist())) > 1
-    for b in range(6):  # each sample is inverted on its own: the batch does not mix them
-        x_1, t_1 = inverted_twin(drift, z[b:b + 1], 5, np.random.default_rng(0), p_top=1.0)
-        assert torch.allclose(x_1[0], x_top[b])
-    assert not torch.allclose(x_low, x_top)
+    abar = DDIMScheduler(**I2V_SCHEDULER).alphas_cumprod
+    steps = 5
+    g = torch.Generator().manual_seed(0)
+    z, e = torch.randn(8, 4, 2, 4, 4, generator=g), torch.randn(8, 4, 2, 4, 4, generator=g)
+
+    def exact_v(x, t, i):  # DDIMInverseScheduler reads the input at the level one step below t
+        level = int(t) - 1000 // steps
+        a = torch.tensor(1.0) if level < 0 else abar[level]
+        return a.sqrt() * e - (1 - a).sqrt() * z
+
+    for p_top, min_t in ((1.0, 0), (0.0, 0), (0.0, 500), (0.5, 0)):
+        x, t = inverted_twin(exact_v, z, steps, np.random.default_rng(1), p_top=p_top, min_t=min_t)
+        a = abar[t].view(-1, 1, 1, 1, 1)
+        assert torch.allclose(x, a.sqrt() * z + (1 - a).sqrt() * e, atol=1e-4)
+        if p_top == 1.0:
+            assert t.tolist() == [999] * 8
+        elif p_top == 0.0:
+            assert t.max() < 999 and t.min() >= min_t and len(set(t.tolist())) > 1
 
 
 def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target():
@@ -168,3 +179,17 @@ def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target(
     assert torch.allclose(a * x_any - s * v_any, z0, atol=1e-4)
     e_all = twin_noise(abar, t, n, z0, z_twin, min_t=0)  # --recolour-min-t 0: every timestep takes the twin
     assert torch.allclose((a * z0 + s * e_all)[0], a[0] * z_twin[0] + s[0] * n[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("args", [
+    ["i2v", "--recolour-inverted", "2"],  # no --recolour: no clip would get a twin
+    ["sd", "--vae", "v", "--from", "x"],  # i2v-only options on another kind
+    ["ip2p", "--init", "x", "--lr", "1e-3"],
+])
+def test_train_rejects_options_that_would_do_nothing(args, tmp_path, capsys):
+    from videdit.shapes import train
+
+    with pytest.raises(SystemExit) as e:
+        train.main(args + ["--out", str(tmp_path / "run")])
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -255,7 +255,6 @@ def latent_scaling_factor(vae, n: int = 512) -> float:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def vae_round_trip(vae, images: np.ndarray, batch: int = 50) -> np.ndarray:
     """(N, H, W, 3) uint8 -> decoded posterior modes of their latents, uint8."""
     return np.concatenate([to_images(vae.decode(vae.encode(to_tensor(images[i : i + batch])).latent_dist.mode()).sample)
@@ -574,12 +573,12 @@ def implied_noise(abar: torch.Tensor, t: torch.Tensor, x_t: torch.Tensor, z0: to
 
 
 @torch.no_grad()
-def inverted_twin(v_fn, z_twin: torch.Tensor, steps: int, rng: np.random.Generator, p_top: float = 0.5
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def inverted_twin(v_fn, z_twin: torch.Tensor, steps: int, rng: np.random.Generator, p_top: float = 0.5,
+                  min_t: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Noisy inputs as method i2v meets them: each twin latent (B, C, F, h, w) is DDIM-inverted for `steps`
     steps by `v_fn(x, t, i)` (the model under the twin's own first frame, empty prompt, guidance 1), and
     one latent of its trajectory is kept: the last (the noise sampling starts from) with probability
-    `p_top`, else one of the others. Returns the latents and their timesteps (B,)."""
+    `p_top`, else one of the others at t >= `min_t`. Returns the latents and their timesteps (B,)."""
     from diffusers import DDIMInverseScheduler, DDIMScheduler
 
     from videdit.diffusion import ddim_loop
@@ -591,7 +590,8 @@ def inverted_twin(v_fn, z_twin: torch.Tensor, steps: int, rng: np.random.Generat
     inverse.set_timesteps(steps)
     kept = ddim_loop(v_fn, z_twin, inverse, inverse.timesteps, progress=False, keep=True)
     n = z_twin.shape[0]
-    j = [steps - 1 if rng.random() < p_top or steps == 1 else int(rng.integers(steps - 1)) for _ in range(n)]
+    lower = [k for k in range(steps - 1) if inverse.timesteps[k] >= min_t]
+    j = [steps - 1 if rng.random() < p_top or not lower else int(rng.choice(lower)) for _ in range(n)]
     x = torch.stack([kept[k + 1][b] for b, k in enumerate(j)])  # kept[k + 1] lies at inverse.timesteps[k]
     return x, inverse.timesteps[j].long()
 
@@ -674,7 +674,9 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             z_twin = z0
             if swapped.any():  # the recoloured twins' latents where there are twins, z_0 elsewhere
                 k = int(swapped.sum())
-                twin = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:]))).latent_dist.sample() * scale
+                twin_post = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:]))).latent_dist
+                # an inverted twin starts, as the method's inversion does, from the posterior mean
+                twin = (twin_post.mean if recolour_inverted else twin_post.sample()) * scale
                 z_twin = z0.clone()
                 z_twin[torch.from_numpy(swapped)] = twin.view(k, n_frames, *twin.shape[1:]).permute(0, 2, 1, 3, 4)
             positions = torch.arange(1, n_frames).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
@@ -738,7 +740,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
                 empty = text_states(tokens([""] * k))
             v_fn = lambda x, tt, i: unet(x, tt, fps=torch.full((k,), I2V_FPS), image_latents=latents_tw,
                                          image_embeddings=embedding_tw, encoder_hidden_states=empty).sample
-            x_tw, t_tw = inverted_twin(v_fn, z_twin[swapped], recolour_inverted, rng)
+            x_tw, t_tw = inverted_twin(v_fn, z_twin[swapped], recolour_inverted, rng, min_t=recolour_min_t)
             zt[swapped], t[swapped] = x_tw, t_tw
             noise[swapped] = implied_noise(abar, t_tw, x_tw, z0[swapped])  # so the target's x_0 is the clip
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
@@ -792,18 +794,23 @@ def main(argv: list[str] | None = None) -> None:
                     help="i2v: probability that a clip's noisy input (at t >= --recolour-min-t) comes from its "
                          "recoloured twin (see train_i2v)")
     ap.add_argument("--recolour-min-t", type=int, default=RECOLOUR_MIN_T, metavar="T",
-                    help="i2v: the smallest timestep at which --recolour acts (default %(default)s)")
+                    help="i2v: the smallest timestep at which --recolour acts; with --recolour-inverted, the smallest "
+                         "below the last inverted latent that is kept (default %(default)s)")
     ap.add_argument("--from", dest="start", type=Path, metavar="DIR",
                     help="i2v: start the UNet and image encoder from this trained i2v pipeline folder (a second stage)")
     ap.add_argument("--recolour-inverted", type=int, default=0, metavar="K",
                     help="i2v: the --recolour twins' inputs are latents of their own K-step DDIM inversion (see train_i2v)")
-    ap.add_argument("--lr", type=float, default=None, help="i2v: peak learning rate (default 5e-4)")
+    ap.add_argument("--lr", type=float, default=5e-4, help="i2v: peak learning rate (default %(default)s)")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    a.out.mkdir(parents=True, exist_ok=True)
+    if a.kind != "i2v" and (a.start or a.recolour or a.recolour_inverted or a.lr != ap.get_default("lr")):
+        ap.error("--from, --lr, --recolour and --recolour-inverted are options of i2v")
+    if a.recolour_inverted and not a.recolour:
+        ap.error("--recolour-inverted K needs --recolour P (the share of clips that get an inverted twin)")
     if a.seed >= HELD_OUT_SEED:
         ap.error(f"--seed must be below {HELD_OUT_SEED} (that stream is held out for evaluation)")
+    a.out.mkdir(parents=True, exist_ok=True)
     if a.kind == "vae":
         if a.init:  # decoder-only second stage on whole frames
             train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init)
@@ -819,7 +826,7 @@ def main(argv: list[str] | None = None) -> None:
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
                   recolour_inverted=a.recolour_inverted,
-                  lr=a.lr or 5e-4)
+                  lr=a.lr)
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
