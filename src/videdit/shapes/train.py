@@ -628,7 +628,10 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     latent of the twin's own K-step DDIM inversion (`inverted_twin`), made by the model being trained,
     conditioned on the twin's first frame; the condition and the target stay the clip's. Gaussian
     noise around a recoloured clip is not what DDIM inversion gives, and the model has to learn to read
-    where things are, not what colour they are, from the latter."""
+    where things are, not what colour they are, from the latter. Measured, not yet of use: as a second
+    stage from shapes-i2v (`--recolour 0.5 --recolour-inverted 6`, 315 steps in 50 minutes, then 73
+    more at `--recolour 0.75`), the check's blue blob still stays at the first frame's place (16-17 px
+    off the path; the shapes-i2v card has the numbers)."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
