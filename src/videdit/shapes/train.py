@@ -674,14 +674,15 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             post = vae.encode(frames).latent_dist
             video = lambda z: z.view(n, n_frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
             z0 = video(post.sample() * scale)
-            z_twin = z0
+            z_twin, twin_video = z0, None
             if swapped.any():  # the recoloured twins' latents where there are twins, z_0 elsewhere
                 k = int(swapped.sum())
                 twin_post = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:]))).latent_dist
                 # an inverted twin starts, as the method's inversion does, from the posterior mean
                 twin = (twin_post.mean if recolour_inverted else twin_post.sample()) * scale
+                twin_video = twin.view(k, n_frames, *twin.shape[1:]).permute(0, 2, 1, 3, 4)
                 z_twin = z0.clone()
-                z_twin[torch.from_numpy(swapped)] = twin.view(k, n_frames, *twin.shape[1:]).permute(0, 2, 1, 3, 4)
+                z_twin[torch.from_numpy(swapped)] = twin_video
             positions = torch.arange(1, n_frames).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
             with_positions = lambda first: torch.cat([first, positions.expand(len(first), first.shape[1], -1, *first.shape[-2:])], 2)
             # the first frame's latent, as `videdit.i2v.image_latents`
@@ -690,11 +691,9 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
                                                   align_corners=False) + 1) / 2 - mean) / std
         pixels = to_pixels(frames.view(n, n_frames, *frames.shape[1:])[:, 0])
         twin_condition = None
-        if recolour_inverted and swapped.any():  # the twins' own first frames, for their inversion
-            with torch.no_grad():
-                twin_first = to_tensor(twins[swapped][:, 0])
-                twin_latents = with_positions(vae.encode(twin_first).latent_dist.mean[:, :, None] * scale)
-            twin_condition = (twin_latents, to_pixels(twin_first), torch.from_numpy(swapped))
+        if recolour_inverted and swapped.any():  # the twins' own first frames (posterior means), for their inversion
+            twin_condition = (with_positions(twin_video[:, :, :1]), to_pixels(to_tensor(twins[swapped][:, 0])),
+                              torch.from_numpy(swapped))
         keep_image = torch.from_numpy(rng.random(n) >= p_drop).float().view(n, 1, 1)
         f = clips.shape[2] // z0.shape[-1]  # the VAE's downsampling factor
         touched = F.max_pool2d(torch.from_numpy(on_object).float().flatten(0, 1)[:, None], f)
