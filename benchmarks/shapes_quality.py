@@ -62,6 +62,9 @@ def main() -> None:
         rows.append((f"shapes-ip2p success (n={a.n_ip2p}, PSNR outside >= 25)", s["success"], ">= 0.80"))
         rows += [(f"shapes-ip2p {k}", v, "") for k, v in s.items() if k.startswith(("success_", "psnr", "asked"))]
         rows.append(("shapes-ip2p seconds", time.time() - t, ""))
+        ceiling = evaluate.ip2p_ceiling(pipe.vae, a.n_ip2p)
+        rows += [("the same pairs' exact targets, VAE round trip (the ceiling): success", ceiling["success"], "")]
+        rows += [(f"the same, VAE round trip: {k}", v, "") for k, v in ceiling.items() if k.startswith("success_")]
     else:
         rows.append((f"shapes-ip2p: no pipeline at {a.ip2p}", float("nan"), ""))
     if a.json:

@@ -5,7 +5,7 @@ Every method that can take a task edits it; the oracle (`videdit.shapes.judge`) 
 - success: fraction of frames in which every edited object shows the asked colour and shape,
   every other object keeps its own, and the background class is the asked one;
 - bg PSNR: PSNR against the source outside the edited objects' masks (all frames pooled);
-  for a background edit, PSNR inside the objects instead (they should stay);
+  for a background edit, PSNR inside the objects instead (they should stay; their anti-aliased edges excluded);
 - stability: mean frame-to-frame colour change (Delta E) of the edited objects and background
   PSNR between consecutive frames after ground-truth motion compensation;
 - s/frame: wall time of the edit per frame.
@@ -85,8 +85,9 @@ def score(task: Task, clip: world.Clip, edited: np.ndarray) -> dict:
         region = clip.masks[:, list(task.edited)].any(1)
         psnrs = [judge.psnr_outside(edited[t:t + 1], clip.frames[t:t + 1], region[t:t + 1]) for t in range(T)]
     else:
-        keep = clip.masks.any(1)
-        psnrs = [judge.psnr(edited[t], clip.frames[t], np.repeat(keep[t][..., None], 3, -1)) for t in range(T)]
+        keep = [judge.interiors(m) for m in clip.masks]
+        psnrs = [judge.psnr(edited[t], clip.frames[t], np.repeat(keep[t][..., None], 3, -1)) if keep[t].any() else float("inf")
+                 for t in range(T)]
     stab = judge.stability(edited, clip.masks, clip.pan_px)
     de = [stab["object_delta_e"][i] for i in (task.edited or range(clip.masks.shape[1]))]
     finite = [p for p in psnrs if math.isfinite(p)]

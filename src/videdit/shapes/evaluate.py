@@ -77,23 +77,38 @@ def sd_scores(pipe, n: int = 300, guidance: float = 5.0, steps: int = 30, batch:
     return {"n": n, **oracle_reading(np.concatenate(results), scenes)}
 
 
-@torch.no_grad()
-def ip2p_scores(pipe, n: int = 300, guidance: float = 5.0, image_guidance: float = 1.5, steps: int = 20, batch: int = 25, seed: int = 0, min_psnr: float = 25.0) -> dict:
-    """Fraction of held-out instruction edits the oracle accepts (asked change made, rest kept, PSNR outside >= min_psnr),
-    and of those whose objects and background are right whatever the PSNR (`asked_change_made`)."""
-    triples = held_out_triples(n)
+def edit_reading(images: np.ndarray, triples: list[tuple[world.Scene, world.Edit, world.Scene]], min_psnr: float = 25.0) -> dict:
+    """The oracle's verdicts on edited `images` of held-out (source, edit, target) triples: the fraction
+    it accepts (asked change made, rest kept, PSNR outside >= min_psnr), per kind of edit too, and the
+    fraction whose objects and background are right whatever the PSNR (`asked_change_made`)."""
     verdicts = []
-    for i in range(0, n, batch):
-        chunk = triples[i : i + batch]
-        sources = [world.render(s) for s, _, _ in chunk]
-        g = torch.Generator().manual_seed(seed + i)
-        out = pipe([e.instruction for _, e, _ in chunk], image=[Image.fromarray(img) for img, _ in sources], num_inference_steps=steps, guidance_scale=guidance, image_guidance_scale=image_guidance, generator=g, output_type="np").images
-        for im, (img, masks), (_, e, t) in zip(out, sources, chunk):
-            verdicts.append((e.kind, judge.judge_edit((im * 255).round().astype(np.uint8), img, masks, t, e, min_psnr)))
+    for im, (src, e, t) in zip(images, triples):
+        img, masks = world.render(src)
+        verdicts.append((e.kind, judge.judge_edit(im, img, masks, t, e, min_psnr)))
     by_kind = {k: float(np.mean([v["success"] for kk, v in verdicts if kk == k])) for k in ("recolour", "reshape", "background") if any(kk == k for kk, _ in verdicts)}
-    return {"n": n, "success": float(np.mean([v["success"] for _, v in verdicts])),
+    return {"n": len(verdicts), "success": float(np.mean([v["success"] for _, v in verdicts])),
             "asked_change_made": float(np.mean([v["objects_ok"] and v["background_ok"] for _, v in verdicts])),
             "psnr_outside_median": float(np.median([v["psnr_outside"] for _, v in verdicts])), **{f"success_{k}": s for k, s in by_kind.items()}}
+
+
+@torch.no_grad()
+def ip2p_scores(pipe, n: int = 300, guidance: float = 5.0, image_guidance: float = 1.5, steps: int = 20, batch: int = 25, seed: int = 0, min_psnr: float = 25.0) -> dict:
+    """`edit_reading` of the instruction edits `pipe` makes of `n` held-out triples' sources."""
+    triples = held_out_triples(n)
+    images = []
+    for i in range(0, n, batch):
+        chunk = triples[i : i + batch]
+        g = torch.Generator().manual_seed(seed + i)
+        out = pipe([e.instruction for _, e, _ in chunk], image=[Image.fromarray(world.render(s)[0]) for s, _, _ in chunk], num_inference_steps=steps, guidance_scale=guidance, image_guidance_scale=image_guidance, generator=g, output_type="np").images
+        images.append((out * 255).round().astype(np.uint8))
+    return edit_reading(np.concatenate(images), triples, min_psnr)
+
+
+def ip2p_ceiling(vae, n: int = 300, min_psnr: float = 25.0) -> dict:
+    """`edit_reading` of the exact targets of `n` held-out triples passed through `vae`: the best score a
+    latent editing model can get."""
+    triples = held_out_triples(n)
+    return edit_reading(vae_round_trip(vae, np.stack([world.render(t)[0] for _, _, t in triples])), triples, min_psnr)
 
 
 def inversion_psnr(model: str | Path, n_clips: int = 3, n_frames: int = 8, steps: int = 50, seed: int = 0) -> list[float]:
