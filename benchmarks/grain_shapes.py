@@ -10,7 +10,7 @@ guidance in one process; the ratios compare like with like.
 
 grain runs with the paper's cross-attention strength (lambda = 1) and with `--layout-cross` (default 20,
 from `videdit.shapes.method_options`, as are the other defaults of the ShapesWorld runs).
-shapes-sd's cross-attention logits span 1.2 to 6.3 per query (max - min over the 77 tokens), where SD 1.5's
+shapes-sd's cross-attention logits spanned 1.2 to 6.3 per query (max - min over the 77 tokens; the 120-minute model), where SD 1.5's
 span far more: with lambda = 1 the ~70 tokens outside every span keep most of the probability mass
 (with a span of 2, three positive tokens get about a quarter of it), and one colour takes both circles.
 

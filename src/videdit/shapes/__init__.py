@@ -22,7 +22,7 @@ def method_options(method: str, steps: int) -> dict:
       not hold the layout once the prompt changes: "a red circle" -> "a blue circle" moved the circle.
     - grain: every UNet level is coarse at 64 px (latents 16x16), so ST-Layout attention goes on all of
       them (factors 1, 2, 4), with cross-attention strength lambda = 20: shapes-sd's cross-attention logits
-      span 1.2 to 6.3 per query (max - min over 77 tokens), and with the paper's lambda = 1 the ~70 tokens
+      span 1.2 to 6.3 per query (max - min over 77 tokens; measured on the 120-minute model), and with the paper's lambda = 1 the ~70 tokens
       outside every region's span keep most of the probability mass (benchmarks/grain_shapes.py).
     - i2v: the empty negative prompt. The method's default negative prompt ("Distorted, discontinuous, ...")
       has no word of the world's vocabulary: the CLIP tokenizer cuts it into letter pieces that shapes-i2v
