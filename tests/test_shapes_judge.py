@@ -79,8 +79,8 @@ def test_judge_edit_success_and_failure():
 
 def test_background_edit_keeps_objects_judged_on_their_interiors():
     """The exact target of every background edit passes, although its objects' anti-aliased edges
-    blend with the new background; the same target with its objects 20 levels brighter (same colour
-    class, so only the PSNR can tell) fails."""
+    blend with the new background; the same target with its objects 20 levels brighter fails on the
+    PSNR inside them."""
     rng = np.random.default_rng(9)
     for _ in range(40):
         src, edit, tgt = w.random_triple(rng, kind="background")

@@ -309,8 +309,9 @@ def judge_edit(edited: np.ndarray, source: np.ndarray, masks: np.ndarray, target
     `masks` are the source's instance masks. The region allowed to change is the edited object's
     mask united with its blob in the edited image (a new shape may be larger); a background edit
     may change everything but the objects' interiors: their masks less the outer `EDGE_PX` band,
-    whose anti-aliased pixels blend each object with the background under it (with the old,
-    whole masks, the exact targets of a third of the held-out background edits failed).
+    whose anti-aliased pixels blend each object with the background under it (judged on the
+    whole masks, a third of the held-out background edits' exact targets failed, and 85% of
+    them once passed through the VAE).
     """
     objs, bg = judge_frame(edited, masks)
     ok_objects = all(v.colour == o.colour and v.shape == o.shape for v, o in zip(objs, target.objects))
