@@ -85,9 +85,7 @@ def score(task: Task, clip: world.Clip, edited: np.ndarray) -> dict:
         region = clip.masks[:, list(task.edited)].any(1)
         psnrs = [judge.psnr_outside(edited[t:t + 1], clip.frames[t:t + 1], region[t:t + 1]) for t in range(T)]
     else:
-        keep = [judge.interiors(m) for m in clip.masks]
-        psnrs = [judge.psnr(edited[t], clip.frames[t], np.repeat(keep[t][..., None], 3, -1)) if keep[t].any() else float("inf")
-                 for t in range(T)]
+        psnrs = [judge.psnr_inside_objects(edited[t], clip.frames[t], clip.masks[t]) for t in range(T)]
     stab = judge.stability(edited, clip.masks, clip.pan_px)
     de = [stab["object_delta_e"][i] for i in (task.edited or range(clip.masks.shape[1]))]
     finite = [p for p in psnrs if math.isfinite(p)]

@@ -166,6 +166,13 @@ def interiors(masks: np.ndarray) -> np.ndarray:
     return cv2.erode(np.asarray(masks, bool).any(0).astype(np.uint8), k).astype(bool)
 
 
+def psnr_inside_objects(frame: np.ndarray, source: np.ndarray, masks: np.ndarray) -> float:
+    """PSNR of `frame` vs `source` over the objects' `interiors` (inf when there are none): how well a
+    background edit kept the objects."""
+    inside = interiors(masks)
+    return psnr(frame, source, np.repeat(inside[..., None], 3, -1)) if inside.any() else float("inf")
+
+
 def psnr_outside(frames: np.ndarray, source: np.ndarray, regions: np.ndarray, margin: int = 2) -> float:
     """PSNR of frames vs source outside `regions` (bool, same leading shape as frames), regions dilated by `margin`."""
     frames, source, regions = np.atleast_3d(frames), np.asarray(source), np.asarray(regions, bool)
@@ -317,9 +324,7 @@ def judge_edit(edited: np.ndarray, source: np.ndarray, masks: np.ndarray, target
     ok_objects = all(v.colour == o.colour and v.shape == o.shape for v, o in zip(objs, target.objects))
     ok_bg = bg == target.background
     if edit.kind == "background":
-        region = np.ones(edited.shape[:2], bool)
-        inside = interiors(masks)
-        kept = psnr(edited, source, np.repeat(inside[..., None], 3, -1)) if inside.any() else float("inf")
+        kept = psnr_inside_objects(edited, source, masks)
     else:
         m = masks[edit.index]
         rgb = median_rgb(edited, m)
