@@ -41,8 +41,8 @@ def main(argv=None) -> int:
         print(f"skipped: {exc}")
         return 0
     n, frames = args.clips, 8
-    clips, captions, _ = clip_batch(np.random.default_rng(HELD_OUT_SEED + 7), n, frames,
-                                tuple(args.speed or I2V_SPEED))
+    batch = clip_batch(np.random.default_rng(HELD_OUT_SEED + 7), n, frames, tuple(args.speed or I2V_SPEED))
+    clips, captions = batch.frames, batch.captions
     abar = make_scheduler(model, 50).alphas_cumprod
     gen = torch.Generator().manual_seed(0)
     latents = [vae_encode(model, c) for c in clips]  # (F, C, h, w) each

@@ -117,15 +117,35 @@ def test_recoloured_twin_changes_only_the_objects_colours():
 
     from videdit.shapes.train import clip_batch
 
-    clips, _, on_object, twins, swapped = clip_batch(np.random.default_rng(3), 4, 4, recolour=1.0)
+    clips, _, on_object, twins, swapped, _, _ = clip_batch(np.random.default_rng(3), 4, 4, recolour=1.0)
     assert swapped.all()
     differs = (clips != twins).any(-1)
     near = np.array([[cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in c] for c in on_object])
     assert differs.any() and not (differs & ~near).any()  # only objects (and their anti-aliased rims) change
-    clips0, captions0, _, twins0, swapped0 = clip_batch(np.random.default_rng(3), 4, 4)
+    clips0, captions0, _, twins0, swapped0, firsts0, shifted0 = clip_batch(np.random.default_rng(3), 4, 4)
+    assert not shifted0.any() and np.array_equal(firsts0, clips0[:, 0])
     assert not swapped0.any() and np.array_equal(clips0, twins0)
     rng = np.random.default_rng(3)
     assert captions0 == [w.random_clip(rng, n_frames=4, speed=(0.02, 0.09)).scene.caption for _ in range(4)]
+
+
+def test_displaced_first_frame_keeps_the_objects_looks_and_moves_them():
+    """--shift-first: a displaced first frame has the clip's background and objects (same shapes, colours and
+    sizes, inside the frame) at other places within I2V_SHIFT frame widths; the clip itself is unchanged."""
+    from videdit.shapes.train import I2V_SHIFT, clip_batch, displaced
+
+    b = clip_batch(np.random.default_rng(5), 6, 4, shift_first=1.0)
+    assert b.shifted.all() and not np.array_equal(b.firsts, b.frames[:, 0])
+    plain = clip_batch(np.random.default_rng(5), 6, 4)
+    assert np.array_equal(plain.frames, b.frames)  # the shift draws after the clips: the same clips
+    spec = w.random_clip(np.random.default_rng(9), n_frames=4, n_objects=3)
+    moved = displaced(np.random.default_rng(1), spec)
+    for o, m in zip(spec.scene.objects, moved.scene.objects):
+        assert (o.shape, o.colour, o.size) == (m.shape, m.colour, m.size) and (o.cx, o.cy) != (m.cx, m.cy)
+        assert abs(m.cx - o.cx) <= I2V_SHIFT + 1e-9 and abs(m.cy - o.cy) <= I2V_SHIFT + 1e-9
+        assert o.size <= m.cx <= 1 - o.size and o.size <= m.cy <= 1 - o.size
+    assert (moved.scene.background, moved.scene.bg_seed, moved.motions) == (spec.scene.background, spec.scene.bg_seed,
+                                                                           spec.motions)
 
 
 def test_inverted_twin_keeps_a_latent_of_the_trajectory_up_to_the_terminal_step():
@@ -183,9 +203,12 @@ def test_twin_noise_puts_the_twin_in_the_input_and_keeps_the_clip_as_the_target(
 
 @pytest.mark.parametrize("args", [
     ["i2v", "--recolour-inverted", "2"],  # no --recolour: no clip would get a twin
-    ["sd", "--vae", "v", "--from", "x"],  # i2v-only options on another kind
-    ["ip2p", "--init", "x", "--lr", "1e-3"],
-])
+    ["sd", "--vae", "v", "--from", "x"],  # ip2p/i2v options on another kind
+    ["vae", "--lr", "1e-3"],
+    ["ip2p", "--init", "x", "--recolour", "0.5"],  # an i2v-only option
+    ["ip2p", "--init", "x", "--from", "no-such-pipeline"],  # a second stage from a folder without unet/
+    ["vae", "--device", "tpu"],
+] + ([] if __import__("torch").cuda.is_available() else [["vae", "--device", "cuda"]]))
 def test_train_rejects_options_that_would_do_nothing(args, tmp_path, capsys):
     from videdit.shapes import train
 

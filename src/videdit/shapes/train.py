@@ -1,4 +1,4 @@
-"""Train the ShapesWorld models on CPU: `python -m videdit.shapes.train KIND --out DIR --seed S --minutes M`.
+"""Train the ShapesWorld models: `python -m videdit.shapes.train KIND --out DIR --seed S --minutes M [--device cuda]`.
 
 KIND is one of
   vae   AutoencoderKL, 4 latent channels, 64x64 -> 16x16 (factor 4), about 1 M parameters
@@ -10,6 +10,10 @@ Training data is rendered on the fly by `videdit.shapes.world` from a seeded gen
 is reproducible from (seed, step count). Training stops after `--minutes` of wall time or
 `--steps` steps, whichever comes first; a checkpoint is written every few minutes and a run
 restarted with the same `--out` resumes from it.
+
+Runs on the CPU by default (the shipped models were trained on 2 CPU cores) or on a GPU
+(`--device cuda`). The scenes are rendered, and every random draw is made, on the CPU whatever the
+device, so a run draws the same data, timesteps and noise on either; only the arithmetic moves.
 
 Recipe sources: latent diffusion with epsilon prediction and the SD 1.x noise schedule
 (Rombach et al. 2022); classifier-free guidance by caption dropout (Ho & Salimans 2022);
@@ -25,6 +29,7 @@ import math
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -145,9 +150,35 @@ def save_ckpt(out: Path, state: dict) -> None:
     tmp.replace(out / "ckpt.pt")
 
 
-def load_ckpt(out: Path) -> dict | None:
+def load_ckpt(out: Path, device: str | torch.device = "cpu") -> dict | None:
     p = out / "ckpt.pt"
-    return torch.load(p, weights_only=False) if p.exists() else None
+    return torch.load(p, weights_only=False, map_location=device) if p.exists() else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda[:N]', or 'auto' (a CUDA GPU where there is one, else the CPU); ValueError if CUDA is asked for
+    and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: this torch build sees no CUDA GPU (torch {torch.__version__})")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def posterior_sample(post, rng: np.random.Generator) -> torch.Tensor:
+    """z = mu + sigma n, n ~ N(0, I): a VAE posterior sample whose noise comes from the run's numpy generator,
+    which is seeded, checkpointed and on the CPU, rather than from torch's global generator (unseeded in some
+    runs, and the GPU's own on a GPU)."""
+    n = torch.from_numpy(rng.standard_normal(tuple(post.mean.shape), dtype=np.float32)).to(post.mean.device)
+    return post.mean + post.std * n
+
+
+def randn(shape, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU from `gen` (the same numbers on every device), then moved."""
+    return torch.randn(shape, generator=gen).to(device)
 
 
 def min_snr_weight(alphas_cumprod: torch.Tensor, t: torch.Tensor, gamma: float = 5.0, prediction: str = "epsilon",
@@ -176,7 +207,7 @@ def v_target(abar: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, noise: torch
 
 # ----------------------------------------------------------------------------- VAE
 
-def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6, init: Path | None = None) -> None:
+def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6, init: Path | None = None, device: torch.device = torch.device("cpu")) -> None:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -190,8 +221,9 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
         vae = AutoencoderKL.from_pretrained(init)
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
         params, crop = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters()), None
+    vae.to(device)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ck = load_ckpt(out)
+    ck = load_ckpt(out, device)
     step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
     if ck:
         vae.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"])
@@ -202,9 +234,9 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr, warmup=100)
         x = to_tensor(frame_batch(rng, batch)[0])
-        x = random_crops(x, crop, rng) if crop else x
+        x = (random_crops(x, crop, rng) if crop else x).to(device)
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
+        rec = vae.decode(posterior_sample(post, rng)).sample
         mse = F.mse_loss(rec, x)
         loss = mse + 0.1 * F.l1_loss(rec, x) + kl_weight * post.kl().mean()
         opt.zero_grad(set_to_none=True)
@@ -218,7 +250,7 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
             save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
             last_ckpt = time.time()
     save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
-    vae.eval()
+    vae.eval().to("cpu")
     scale = latent_scaling_factor(vae) if init is None else vae.config.scaling_factor
     vae.register_to_config(scaling_factor=scale)
     score = vae_psnr(vae, held_out_images(500))
@@ -249,8 +281,9 @@ def random_crops(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.
 @torch.no_grad()
 def latent_scaling_factor(vae, n: int = 512) -> float:
     """1 / std of posterior samples on held-in images, so scaled latents have about unit std (as SD's 0.18215)."""
-    x = to_tensor(frame_batch(np.random.default_rng(12345), n)[0])
-    z = torch.cat([vae.encode(x[i : i + 64]).latent_dist.sample() for i in range(0, n, 64)])
+    rng = np.random.default_rng(12345)
+    x = to_tensor(frame_batch(rng, n)[0])
+    z = torch.cat([posterior_sample(vae.encode(x[i : i + 64]).latent_dist, rng) for i in range(0, n, 64)])
     return float(1.0 / z.std())
 
 
@@ -307,21 +340,25 @@ def ddim_scheduler(prediction: str = "epsilon"):
 
 # ----------------------------------------------------------------------------- diffusion training (shared loop)
 
-def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon", terminal: bool = False) -> int:
+def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon", terminal: bool = False, device: torch.device = torch.device("cpu")) -> int:
     """Epsilon- or v-prediction training with min-SNR weights, gradient clipping and EMA; returns the step count.
 
-    `sample_batch(rng, n)` returns (clean scaled latents z0, unet extra input or None, encoder_hidden_states fn input).
-    `modules` maps names to nn.Modules; those in `trainable` are optimised and EMA-averaged.
+    `sample_batch(rng, n)` returns (clean scaled latents z0, unet extra input or None, encoder_hidden_states),
+    on `device`. `modules` maps names to nn.Modules, moved to `device`; those in `trainable` are optimised and
+    EMA-averaged. The loss is read back from the device only when it is logged, so that on a GPU the next
+    batch is rendered while the last step still runs.
     """
     from diffusers import DDPMScheduler
 
     noise_sched = DDPMScheduler(**SCHEDULE)
-    abar = noise_sched.alphas_cumprod
+    abar = noise_sched.alphas_cumprod.to(device)
+    for m in modules.values():
+        m.to(device)
     params = [p for n in trainable for p in modules[n].parameters()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     ema = {n: {k: v.detach().clone() for k, v in modules[n].named_parameters()} for n in trainable}
     step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
-    ck = load_ckpt(out)
+    ck = load_ckpt(out, device)
     if ck:
         for n in trainable:
             modules[n].load_state_dict(ck["models"][n])
@@ -340,8 +377,8 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
         z0, extra, hidden = sample_batch(rng, batch)
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (z0.shape[0],), generator=gen)
+        noise = randn(z0.shape, gen, device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (z0.shape[0],), generator=gen).to(device)
         zt = noise_sched.add_noise(z0, noise, t)  # z_t = sqrt(abar_t) z_0 + sqrt(1 - abar_t) eps
         unet_in = zt if extra is None else torch.cat([zt, extra], 1)
         pred = modules["unet"](unet_in, t, encoder_hidden_states=hidden).sample
@@ -355,9 +392,9 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         for n in trainable:
             ema_update(ema[n], modules[n], step)
         step += 1
-        running.append(loss.item())
+        running.append(loss.detach())
         if step % 50 == 0:
-            log(out, kind=kind, step=step, s=round(budget.elapsed), loss=round(float(np.mean(running)), 4), lr=opt.param_groups[0]["lr"])
+            log(out, kind=kind, step=step, s=round(budget.elapsed), loss=round(torch.stack(running).mean().item(), 4), lr=opt.param_groups[0]["lr"])
             running = []
         if time.time() - last_ckpt > CKPT_EVERY_S:
             checkpoint()
@@ -370,6 +407,8 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
             for k, p in modules[n].named_parameters():
                 p.copy_(ema[n][k])
             modules[n].eval()
+    for m in modules.values():
+        m.to("cpu")
     log(out, kind=kind, done=True, step=step, minutes=round(budget.elapsed / 60, 1))
     return step
 
@@ -388,10 +427,10 @@ def save_pipeline(pipe, out: Path, name: str) -> None:
 
 # ----------------------------------------------------------------------------- shapes-sd
 
-def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: Path, batch: int = 32, lr: float = 6e-4, drop_caption: float = 0.1) -> None:
+def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: Path, batch: int = 32, lr: float = 6e-4, drop_caption: float = 0.1, device: torch.device = torch.device("cpu")) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
-    vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False).to(device)
     tokenizer = make_tokenizer(out / "tokenizer-src")
     text_encoder = make_text_encoder(tokenizer, seed)
     torch.manual_seed(seed)
@@ -403,8 +442,8 @@ def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: P
         images, captions = frame_batch(rng, n)
         captions = ["" if rng.random() < drop_caption else c for c in captions]  # for classifier-free guidance
         with torch.no_grad():
-            z0 = vae.encode(to_tensor(images)).latent_dist.sample() * scale
-        hidden = text_encoder(tokens(captions))[0]
+            z0 = posterior_sample(vae.encode(to_tensor(images).to(device)).latent_dist, rng) * scale
+        hidden = text_encoder(tokens(captions).to(device))[0]
         return z0, None, hidden
 
     modules = dict(unet=unet, text_encoder=text_encoder)
@@ -413,7 +452,8 @@ def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: P
         build = lambda: StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build)
 
-    n_steps = diffusion_loop(out, "sd", modules, ["unet", "text_encoder"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=snapshot)
+    n_steps = diffusion_loop(out, "sd", modules, ["unet", "text_encoder"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=snapshot, device=device)
+    vae.to("cpu")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     save_pipeline(pipe, out, "pipeline")
     log(out, kind="sd", saved=str(out / "pipeline"), steps=n_steps)
@@ -451,16 +491,17 @@ def triple_batch(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarr
 
 
 def ip2p_training_batch(vae, text_encoder, tokens, empty: torch.Tensor, src: np.ndarray, tgt: np.ndarray,
-                        text: list[str], rng: np.random.Generator, p_drop: float):
+                        text: list[str], rng: np.random.Generator, p_drop: float):  # on the device of `empty`
     """(z_0 of the targets, c_I of the sources, text states) for `diffusion_loop`, with the
     InstructPix2Pix conditioning dropout (Brooks et al. 2023, sec. 3.2.1): u < 2p drops the text,
     p <= u < 3p drops the image (both for p <= u < 2p)."""
+    device = empty.device
     with torch.no_grad():
-        z0 = vae.encode(to_tensor(tgt)).latent_dist.sample() * vae.config.scaling_factor
+        z0 = posterior_sample(vae.encode(to_tensor(tgt).to(device)).latent_dist, rng) * vae.config.scaling_factor
         # the IP2P pipeline conditions on the unscaled posterior mode of the source image
-        zc = vae.encode(to_tensor(src)).latent_dist.mode()
-        hidden = text_encoder(tokens(text))[0]
-    u = torch.from_numpy(rng.random(len(text))).float()
+        zc = vae.encode(to_tensor(src).to(device)).latent_dist.mode()
+        hidden = text_encoder(tokens(text).to(device))[0]
+    u = torch.from_numpy(rng.random(len(text))).float().to(device)
     drop_text = (u < 2 * p_drop)[:, None, None]
     drop_image = ((u >= p_drop) & (u < 3 * p_drop))[:, None, None, None]
     hidden = torch.where(drop_text, empty.expand_as(hidden), hidden)
@@ -482,22 +523,24 @@ def ip2p_unet_from(sd_unet):
     return unet
 
 
-def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction", terminal: bool = True) -> None:
+def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction", terminal: bool = True, start: Path | None = None, device: torch.device = torch.device("cpu")) -> None:
     """InstructPix2Pix training (Brooks et al. 2023, sec. 3.2) from the shapes-sd UNet.
 
     v prediction by default: with epsilon prediction the source latent c_I barely lowers the loss at high
     noise (eps ~ z_t there), so a short run learned the instruction but not to keep the source's layout;
     v ~ -z_0 at high noise makes copying c_I the first thing the UNet learns, provided the loss weighs
-    those steps (`terminal`; min-SNR alone gives them about abar / (1 - abar), 0.005 at t = 999)."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+    those steps (`terminal`; min-SNR alone gives them about abar / (1 - abar), 0.005 at t = 999).
+    `start` (a trained ip2p pipeline folder) makes the run a second stage that starts from its UNet."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline, UNet2DConditionModel
 
     sd = StableDiffusionPipeline.from_pretrained(init_dir, torch_dtype=torch.float32)
-    vae = sd.vae.eval().requires_grad_(False)
-    text_encoder = sd.text_encoder.eval().requires_grad_(False)  # shared with shapes-sd, frozen
-    unet = ip2p_unet_from(sd.unet)
+    vae = sd.vae.eval().requires_grad_(False).to(device)
+    text_encoder = sd.text_encoder.eval().requires_grad_(False).to(device)  # shared with shapes-sd, frozen
+    unet = (UNet2DConditionModel.from_pretrained(start / "unet", torch_dtype=torch.float32) if start
+            else ip2p_unet_from(sd.unet))
     tokens = TokenCache(sd.tokenizer)
     with torch.no_grad():
-        empty = text_encoder(tokens([""]))[0]
+        empty = text_encoder(tokens([""]).to(device))[0]
 
     def sample_batch(rng, n):
         return ip2p_training_batch(vae, text_encoder, tokens, empty, *triple_batch(rng, n), rng, p_drop)
@@ -507,7 +550,8 @@ def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir
     def build():
         return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=ddim_scheduler(prediction), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
-    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction, terminal=terminal)
+    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction, terminal=terminal, device=device)
+    vae.to("cpu"), text_encoder.to("cpu")
     save_pipeline(build(), out, "pipeline")
     log(out, kind="ip2p", saved=str(out / "pipeline"), steps=n_steps)
 
@@ -525,20 +569,47 @@ I2V_FPS = 8
 # (`world.SPEED`, 0.01-0.03) moves an object at most a fifth of the frame in 8 frames; a model trained on it learned to
 # leave objects where the first frame has them, and the i2v check moves its square half the frame.
 I2V_SPEED = (0.02, 0.09)
+I2V_SHIFT = 0.25  # how far `--shift-first` moves each object of a conditioning first frame, at most, in frame widths
+
+
+class ClipBatch(NamedTuple):
+    frames: np.ndarray  # (B, F, H, W, 3) uint8, the clips
+    captions: list[str]
+    on_object: np.ndarray  # (B, F, H, W) bool, where objects are
+    twins: np.ndarray  # (B, F, H, W, 3): the recoloured twin where `swapped`, else the clip itself
+    swapped: np.ndarray  # (B,) bool
+    firsts: np.ndarray  # (B, H, W, 3): the first frame to condition on (the clip's, or its displaced version)
+    shifted: np.ndarray  # (B,) bool, which first frames are displaced
 
 
 def clip_batch(rng: np.random.Generator, n: int, n_frames: int, speed: tuple[float, float] = I2V_SPEED,
-               recolour: float = 0.0) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """`n` random ShapesWorld clips of `n_frames` frames (B, F, H, W, 3) uint8, their captions, where
-    objects are (B, F, H, W) bool, and each clip's twin: with probability `recolour` the same clip with
-    every object in another colour (`recoloured`), else the clip itself; and which clips have a
-    recoloured twin (B,) bool. Movers travel `speed` (low, high) frame widths per frame."""
+               recolour: float = 0.0, shift_first: float = 0.0) -> ClipBatch:
+    """`n` random ShapesWorld clips of `n_frames` frames with their captions and object masks. Movers travel
+    `speed` (low, high) frame widths per frame. With probability `recolour` a clip gets a twin, the same
+    clip with every object in another colour (`recoloured`); with probability `shift_first` its
+    conditioning first frame shows the objects displaced (`displaced`). Without either augmentation no
+    random number is drawn for it, so runs without it keep their random stream."""
     specs = [world.random_clip(rng, n_frames=n_frames, speed=speed) for _ in range(n)]
     clips = [world.render_clip(s) for s in specs]
     swapped = rng.random(n) < recolour if recolour > 0 else np.zeros(n, bool)
     twins = [world.render_clip(recoloured(rng, s)).frames if w else c.frames for s, c, w in zip(specs, clips, swapped)]
-    return (np.stack([c.frames for c in clips]), [s.scene.caption for s in specs],
-            np.stack([c.masks.any(axis=1) for c in clips]), np.stack(twins), swapped)
+    shifted = rng.random(n) < shift_first if shift_first > 0 else np.zeros(n, bool)
+    firsts = [world.render_frame(displaced(rng, s), 0)[0] if m else c.frames[0] for s, c, m in zip(specs, clips, shifted)]
+    return ClipBatch(np.stack([c.frames for c in clips]), [s.scene.caption for s in specs],
+                     np.stack([c.masks.any(axis=1) for c in clips]), np.stack(twins), swapped, np.stack(firsts), shifted)
+
+
+def displaced(rng: np.random.Generator, spec: world.ClipSpec, reach: float = I2V_SHIFT) -> world.ClipSpec:
+    """The same clip with each object's starting place moved by up to `reach` frame widths in x and y (kept
+    inside the frame): its frame 0 shows the objects as they look, not where the clip has them."""
+    from dataclasses import replace
+
+    def move(o: world.Obj) -> world.Obj:
+        dx, dy = rng.uniform(-reach, reach, 2)
+        inside = lambda c: float(np.clip(c, o.size, 1 - o.size))
+        return replace(o, cx=inside(o.cx + dx), cy=inside(o.cy + dy))
+
+    return replace(spec, scene=replace(spec.scene, objects=tuple(move(o) for o in spec.scene.objects)))
 
 
 def recoloured(rng: np.random.Generator, spec: world.ClipSpec) -> world.ClipSpec:
@@ -599,7 +670,8 @@ def inverted_twin(v_fn, z_twin: torch.Tensor, steps: int, rng: np.random.Generat
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
               object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
-              recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0) -> None:
+              recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0,
+              shift_first: float = 0.0, device: torch.device = torch.device("cpu")) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
@@ -631,7 +703,13 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     where things are, not what colour they are, from the latter. Measured, not yet of use: as a second
     stage from shapes-i2v (`--recolour 0.5 --recolour-inverted 6`, 315 steps in 50 minutes, then 73
     more at `--recolour 0.75`), the check's blue blob still stays at the first frame's place (16-17 px
-    off the path; the shapes-i2v card has the numbers)."""
+    off the path; the shapes-i2v card has the numbers).
+
+    With `shift_first` P > 0, a share P of the clips is conditioned on a first frame whose objects stand
+    elsewhere (`displaced`, up to I2V_SHIFT frame widths away) while the target is the clip itself: the first
+    frame then says what the objects look like and the noisy input where they are. Every earlier variant
+    drew a static copy of an edited first frame's object at its first-frame place, because the first frame
+    always showed where the objects of frame 0 are and the model learned to keep them there."""
     from diffusers import DDIMScheduler, DDPMScheduler, I2VGenXLUNet, StableDiffusionPipeline
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -655,48 +733,62 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             image_size=I2V_IMAGE_SIZE, patch_size=4, projection_dim=dim))
     processor = image_processor_class()(size={"shortest_edge": I2V_IMAGE_SIZE},
                                         crop_size={"height": I2V_IMAGE_SIZE, "width": I2V_IMAGE_SIZE})
-    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
+    for m in (vae, text_encoder, unet, image_encoder):
+        m.to(device)
+    mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1).to(device)
+    std = torch.tensor(processor.image_std).view(1, 3, 1, 1).to(device)
     scale = vae.config.scaling_factor
     sched = DDPMScheduler(**{k: v for k, v in I2V_SCHEDULER.items() if k not in ("set_alpha_to_one", "steps_offset")})
-    abar = sched.alphas_cumprod
+    abar = sched.alphas_cumprod.to(device)
+    fps = lambda n: torch.full((n,), I2V_FPS, device=device)
+    on_device = lambda a: torch.from_numpy(a).to(device)  # numpy draws, made on the CPU
+
     def text_states(ids):
         # as `videdit.i2v.encode_prompt`: the penultimate layer after the final layer norm
         with torch.no_grad():
-            hidden = text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+            hidden = text_encoder(ids.to(device), output_hidden_states=True).hidden_states[-2]
             return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
 
     def sample(rng, n):
-        clips, captions, on_object, twins, swapped = clip_batch(rng, n, n_frames, speed, recolour)
+        clips, captions, on_object, twins, swapped, firsts, shifted = clip_batch(rng, n, n_frames, speed, recolour,
+                                                                                 shift_first)
         captions = ["" if rng.random() < p_drop else c for c in captions]
         with torch.no_grad():
-            frames = to_tensor(clips.reshape(-1, *clips.shape[2:]))
+            frames = to_tensor(clips.reshape(-1, *clips.shape[2:])).to(device)
             post = vae.encode(frames).latent_dist
             video = lambda z: z.view(n, n_frames, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, C, F, h, w)
-            z0 = video(post.sample() * scale)
+            z0 = video(posterior_sample(post, rng) * scale)
             z_twin, twin_video = z0, None
             if swapped.any():  # the recoloured twins' latents where there are twins, z_0 elsewhere
                 k = int(swapped.sum())
-                twin_post = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:]))).latent_dist
+                twin_post = vae.encode(to_tensor(twins[swapped].reshape(-1, *twins.shape[2:])).to(device)).latent_dist
                 # an inverted twin starts, as the method's inversion does, from the posterior mean
-                twin = (twin_post.mean if recolour_inverted else twin_post.sample()) * scale
+                twin = (twin_post.mean if recolour_inverted else posterior_sample(twin_post, rng)) * scale
                 twin_video = twin.view(k, n_frames, *twin.shape[1:]).permute(0, 2, 1, 3, 4)
                 z_twin = z0.clone()
-                z_twin[torch.from_numpy(swapped)] = twin_video
-            positions = torch.arange(1, n_frames).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
+                z_twin[on_device(swapped)] = twin_video
+            positions = torch.arange(1, n_frames, device=device).float().div(n_frames - 1).view(1, 1, -1, 1, 1)
             with_positions = lambda first: torch.cat([first, positions.expand(len(first), first.shape[1], -1, *first.shape[-2:])], 2)
-            # the first frame's latent, as `videdit.i2v.image_latents`
-            image_latents = with_positions(video(post.mean * scale)[:, :, :1])
+            # the first frame's latent, as `videdit.i2v.image_latents`; displaced first frames encoded on their own
+            first_latents = video(post.mean * scale)[:, :, :1]
+            first_pixels = frames.view(n, n_frames, *frames.shape[1:])[:, 0]
+            if shifted.any():
+                first_pixels = first_pixels.clone()
+                first_pixels[on_device(shifted)] = to_tensor(firsts[shifted]).to(device)
+                first_latents = first_latents.clone()
+                first_latents[on_device(shifted)] = (vae.encode(first_pixels[on_device(shifted)]).latent_dist.mean
+                                                     * scale)[:, :, None]
+            image_latents = with_positions(first_latents)
         to_pixels = lambda first: ((F.interpolate(first, size=I2V_IMAGE_SIZE, mode="bilinear", antialias=True,
                                                   align_corners=False) + 1) / 2 - mean) / std
-        pixels = to_pixels(frames.view(n, n_frames, *frames.shape[1:])[:, 0])
+        pixels = to_pixels(first_pixels)
         twin_condition = None
         if recolour_inverted and swapped.any():  # the twins' own first frames (posterior means), for their inversion
-            twin_condition = (with_positions(twin_video[:, :, :1]), to_pixels(to_tensor(twins[swapped][:, 0])),
-                              torch.from_numpy(swapped))
-        keep_image = torch.from_numpy(rng.random(n) >= p_drop).float().view(n, 1, 1)
+            twin_condition = (with_positions(twin_video[:, :, :1]), to_pixels(to_tensor(twins[swapped][:, 0]).to(device)),
+                              on_device(swapped))
+        keep_image = on_device(rng.random(n) >= p_drop).float().view(n, 1, 1)
         f = clips.shape[2] // z0.shape[-1]  # the VAE's downsampling factor
-        touched = F.max_pool2d(torch.from_numpy(on_object).float().flatten(0, 1)[:, None], f)
+        touched = F.max_pool2d(on_device(on_object).float().flatten(0, 1)[:, None], f)
         pixel_weight = 1 + object_weight * touched.view(n, n_frames, 1, *z0.shape[-2:]).permute(0, 2, 1, 3, 4)
         return z0, z_twin, image_latents, tokens(captions), pixels, keep_image, pixel_weight, twin_condition
 
@@ -705,7 +797,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     trainable = dict(unet=unet, image_encoder=image_encoder)
     ema = {n: {k: v.detach().clone() for k, v in m.named_parameters()} for n, m in trainable.items()}
     step, elapsed, rng = 0, 0.0, np.random.default_rng(seed)
-    ck = load_ckpt(out)
+    ck = load_ckpt(out, device)
     if ck:
         for n, m in trainable.items():
             m.load_state_dict(ck["models"][n])
@@ -729,8 +821,8 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
         z0, z_twin, image_latents, ids, pixels, keep_image, pixel_weight, twin_condition = sample(rng, batch)
-        noise = torch.randn(z0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen)
+        noise = randn(z0.shape, gen, device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen).to(device)
         if recolour > 0 and not recolour_inverted:
             noise = twin_noise(abar, t, noise, z0, z_twin, recolour_min_t)
         zt = sched.add_noise(z0, noise, t)
@@ -740,13 +832,14 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             with torch.no_grad():
                 embedding_tw = image_encoder(pixel_values=pixels_tw).image_embeds[:, None]
                 empty = text_states(tokens([""] * k))
-            v_fn = lambda x, tt, i: unet(x, tt, fps=torch.full((k,), I2V_FPS), image_latents=latents_tw,
+            v_fn = lambda x, tt, i: unet(x, tt, fps=fps(k), image_latents=latents_tw,
                                          image_embeddings=embedding_tw, encoder_hidden_states=empty).sample
             x_tw, t_tw = inverted_twin(v_fn, z_twin[swapped], recolour_inverted, rng, min_t=recolour_min_t)
+            t_tw = t_tw.to(device)
             zt[swapped], t[swapped] = x_tw, t_tw
             noise[swapped] = implied_noise(abar, t_tw, x_tw, z0[swapped])  # so the target's x_0 is the clip
         image_embedding = image_encoder(pixel_values=pixels).image_embeds[:, None] * keep_image
-        pred = unet(zt, t, fps=torch.full((batch,), I2V_FPS), image_latents=image_latents,
+        pred = unet(zt, t, fps=fps(batch), image_latents=image_latents,
                     image_embeddings=image_embedding, encoder_hidden_states=text_states(ids)).sample
         weight = min_snr_weight(abar, t, prediction="v_prediction", terminal=terminal)
         per_sample = (pixel_weight * F.mse_loss(pred, v_target(abar, t, z0, noise), reduction="none")).mean(dim=(1, 2, 3, 4))
@@ -758,17 +851,17 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         for n, m in trainable.items():
             ema_update(ema[n], m, step)
         step += 1
-        running.append(loss.item())
+        running.append(loss.detach())  # read back only when logged (see diffusion_loop)
         if step % 25 == 0:
-            log(out, kind="i2v", step=step, s=round(budget.elapsed), loss=round(float(np.mean(running)), 4), lr=opt.param_groups[0]["lr"])
+            log(out, kind="i2v", step=step, s=round(budget.elapsed), loss=round(torch.stack(running).mean().item(), 4), lr=opt.param_groups[0]["lr"])
             running = []
         if time.time() - last_ckpt > CKPT_EVERY_S:
             checkpoint()
             write("pipeline-snapshot")
             last_ckpt = time.time()
     checkpoint()
-    for m in trainable.values():
-        m.eval()
+    for m in (vae, text_encoder, unet, image_encoder):
+        m.eval().to("cpu")
     write("pipeline")
     write("pipeline-fp16", dtype=torch.float16)
     log(out, kind="i2v", done=True, step=step, minutes=round(budget.elapsed / 60, 1), saved=str(out / "pipeline"))
@@ -777,7 +870,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model on CPU.")
+    ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model (CPU or GPU).")
     ap.add_argument("kind", choices=["vae", "sd", "ip2p", "i2v"])
     ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, and the result: vae/ or pipeline/ + pipeline-fp16/)")
     ap.add_argument("--seed", type=int, default=0)
@@ -799,15 +892,30 @@ def main(argv: list[str] | None = None) -> None:
                     help="i2v: the smallest timestep at which --recolour acts; with --recolour-inverted, the smallest "
                          "below the last inverted latent that is kept (default %(default)s)")
     ap.add_argument("--from", dest="start", type=Path, metavar="DIR",
-                    help="i2v: start the UNet and image encoder from this trained i2v pipeline folder (a second stage)")
+                    help="ip2p, i2v: a second stage: start the trained parts (ip2p: the UNet; i2v: the UNet and image "
+                         "encoder) from this pipeline folder of the same kind")
     ap.add_argument("--recolour-inverted", type=int, default=0, metavar="K",
                     help="i2v: the --recolour twins' inputs are latents of their own K-step DDIM inversion (see train_i2v)")
-    ap.add_argument("--lr", type=float, default=5e-4, help="i2v: peak learning rate (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shift-first", type=float, default=0.0, metavar="P",
+                    help="i2v: probability that a clip's conditioning first frame shows its objects displaced (see "
+                         "train_i2v)")
+    ap.add_argument("--lr", type=float, default=None, help="ip2p, i2v: peak learning rate (default 4e-4 for ip2p, 5e-4 for i2v)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default %(default)s)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (default; the shipped models' recipe), cuda, cuda:N, or auto (a GPU where there is one); "
+                         "the data and every random draw stay on the CPU, so a seed draws the same run on either")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.kind != "i2v" and (a.start or a.recolour or a.recolour_inverted or a.lr != ap.get_default("lr")):
-        ap.error("--from, --lr, --recolour and --recolour-inverted are options of i2v")
+    try:
+        device = resolve_device(a.device)
+    except (ValueError, RuntimeError) as exc:
+        ap.error(str(exc))
+    if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first):
+        ap.error("--recolour, --recolour-inverted and --shift-first are options of i2v")
+    if (a.start or a.lr is not None) and a.kind not in ("ip2p", "i2v"):
+        ap.error("--from and --lr are options of ip2p and i2v")
+    if a.start and not (a.start / "unet").is_dir():
+        ap.error(f"--from {a.start}: no unet/ folder there (expected a pipeline folder of the same kind)")
     if a.recolour_inverted and not a.recolour:
         ap.error("--recolour-inverted K needs --recolour P (the share of clips that get an inverted twin)")
     if a.seed >= HELD_OUT_SEED:
@@ -815,25 +923,26 @@ def main(argv: list[str] | None = None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     if a.kind == "vae":
         if a.init:  # decoder-only second stage on whole frames
-            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init)
+            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init, device=device)
         else:
-            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16)
+            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16, device=device)
     elif a.kind == "sd":
         if not a.vae:
             ap.error("sd needs --vae DIR (the vae/ folder written by the vae run)")
-        train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32)
+        train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32, device=device)
     elif a.kind == "i2v":
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
-                  recolour_inverted=a.recolour_inverted,
-                  lr=a.lr)
+                  recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, device=device,
+                  **({} if a.lr is None else dict(lr=a.lr)))
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
         train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32, prediction=a.prediction,
-                   terminal=a.weighting == "terminal")
+                   terminal=a.weighting == "terminal", start=a.start, device=device,
+                   **({} if a.lr is None else dict(lr=a.lr)))
 
 
 if __name__ == "__main__":
