@@ -355,9 +355,9 @@ def test_reconstruction_from_the_inverted_source_returns_it(model):
 def test_shapes_i2v_retraces_the_source_from_its_own_first_frame():
     """The committed shapes-i2v on the method's check clip (a red square crossing half the frame in 8 frames),
     20 steps: sampling from the inverted source in the source branch's conditions (the reconstruction)
-    returns the clip (34.1 dB when written), and the guided three-branch edit with the source's own first
-    frame keeps the square red where the source has it, within a few pixels of its path (a mean
-    1.0 px when written). With a blue first frame it does not yet: benchmarks/i2v_shapes.py prints that check."""
+    returns the clip (34.2 dB with shapes-i2v v2), and the guided three-branch edit with the source's own
+    first frame keeps the square red where the source has it, within a few pixels of its path (a mean
+    0.9 px with v2). With a blue first frame it does not yet: benchmarks/i2v_shapes.py prints that check."""
     import videdit
     from videdit.shapes import judge, method_options, weights_path
     from videdit.shapes.evaluate import square_clips
