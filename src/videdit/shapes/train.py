@@ -773,11 +773,10 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             first_latents = video(post.mean * scale)[:, :, :1]
             first_pixels = frames.view(n, n_frames, *frames.shape[1:])[:, 0]
             if shifted.any():
-                first_pixels = first_pixels.clone()
-                first_pixels[on_device(shifted)] = to_tensor(firsts[shifted]).to(device)
-                first_latents = first_latents.clone()
-                first_latents[on_device(shifted)] = (vae.encode(first_pixels[on_device(shifted)]).latent_dist.mean
-                                                     * scale)[:, :, None]
+                moved, displaced_pixels = on_device(shifted), to_tensor(firsts[shifted]).to(device)
+                first_pixels, first_latents = first_pixels.clone(), first_latents.clone()
+                first_pixels[moved] = displaced_pixels
+                first_latents[moved] = (vae.encode(displaced_pixels).latent_dist.mean * scale)[:, :, None]
             image_latents = with_positions(first_latents)
         to_pixels = lambda first: ((F.interpolate(first, size=I2V_IMAGE_SIZE, mode="bilinear", antialias=True,
                                                   align_corners=False) + 1) / 2 - mean) / std
