@@ -7,8 +7,8 @@ Every model's output is decoded by the VAE, so the VAE round trip of a rendered 
 latent model can show the oracle. This prints, for clean renders and their round trips through the
 shapes-sd VAE: the shape features of the blobs the oracle locates (percentiles per true shape), and how
 often the oracle reads colour, shape and background right, with its thresholds
-(`judge.STAR_MAX_SOLIDITY`, `SQUARE_MIN_EXTENT`, `CIRCLE_MIN_EXTENT`) and with the former, ideal-shape
-ones (0.80, 0.88, 0.64: about halfway between ideal shapes' values). The thresholds were chosen on the
+(`judge.STAR_MAX_SOLIDITY`, `CIRCLE_MIN_EXTENT`, `CIRCLE_MIN_FILL`) and with ideal-shape ones (0.80, 0.64,
+0.82: about halfway between ideal shapes' values). The thresholds were chosen on the
 training-stream scenes (seed 7); the held-out rows show that they carry over.
 """
 
@@ -23,7 +23,7 @@ import torch
 
 from videdit.shapes import evaluate, judge, weights_path, world
 
-IDEAL = dict(STAR_MAX_SOLIDITY=0.80, SQUARE_MIN_EXTENT=0.88, CIRCLE_MIN_EXTENT=0.64)
+IDEAL = dict(STAR_MAX_SOLIDITY=0.80, CIRCLE_MIN_EXTENT=0.64, CIRCLE_MIN_FILL=0.82)
 
 
 @contextmanager
@@ -39,7 +39,7 @@ def thresholds(values: dict):
 
 
 def features(images: np.ndarray, scenes: list[world.Scene]) -> dict[str, np.ndarray]:
-    """(solidity, extent) of each located object's blob, by its true shape. Blobs are matched to objects
+    """(solidity, extent, fill) of each located object's blob, by its true shape. Blobs are matched to objects
     by colour alone (objects that share their colour with another are left out), so that the data the
     thresholds are chosen on does not depend on the thresholds (`match_caption` prefers the asked shape)."""
     out: dict[str, list] = {s: [] for s in world.SHAPES}
@@ -50,7 +50,7 @@ def features(images: np.ndarray, scenes: list[world.Scene]) -> dict[str, np.ndar
             blobs = [f for f in found if f.colour == o.colour]
             if colours.count(o.colour) == 1 and len(blobs) == 1:
                 out[o.shape].append(judge.shape_features(blobs[0].mask))
-    return {k: np.array(v).reshape(-1, 2) for k, v in out.items()}
+    return {k: np.array(v).reshape(-1, 3) for k, v in out.items()}
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def main() -> None:
             if name == "training stream":
                 report["features"][kind] = {
                     shape: {f: [round(float(np.percentile(v[:, i], p)), 2) for p in (5, 50, 95)]
-                            for i, f in enumerate(("solidity", "extent"))}
+                            for i, f in enumerate(("solidity", "extent", "fill"))}
                     for shape, v in features(images, scenes).items() if len(v)}
     if a.json:
         print(json.dumps(report, indent=1))
@@ -85,7 +85,7 @@ def main() -> None:
     print("shape features of located blobs, training stream (5th / 50th / 95th percentile)")
     for kind, per_shape in report["features"].items():
         for shape, f in per_shape.items():
-            print(f"  {kind:<10} {shape:<9} solidity {f['solidity']}  extent {f['extent']}")
+            print(f"  {kind:<10} {shape:<9} solidity {f['solidity']}  extent {f['extent']}  fill {f['fill']}")
     print(f"\noracle thresholds {report['thresholds']}; ideal-shape thresholds {IDEAL}")
     print(f"{'images':<32}{'shape (oracle)':>15}{'shape (ideal)':>15}{'colour':>8}{'bg':>6}")
     for name, r in report["reading"].items():

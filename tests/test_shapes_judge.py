@@ -92,3 +92,31 @@ def test_background_edit_keeps_objects_judged_on_their_interiors():
         brighter[masks.any(0)] += np.where(brighter[masks.any(0)] > 127, -20, 20)
         redrawn = J.judge_edit(brighter.astype(np.uint8), s_img, masks, tgt, edit)
         assert not redrawn["success"] and redrawn["psnr_outside"] < 25, (edit, redrawn)
+
+
+def test_circles_and_squares_of_every_size_read_right():
+    """A digital circle's tightest rectangle can be as full as a square's (extent 0.85 for a blue circle
+    of size 0.15 on grass), so circle and square are told apart by how they fill their enclosing circle."""
+    for size in np.linspace(0.08, 0.22, 15):
+        for cx in np.linspace(0.3, 0.7, 9):
+            for shape in ("circle", "square"):
+                s = w.Scene((w.Obj(shape, "blue", float(cx), 0.5, float(size)),), "grass", 7)
+                img, masks = w.render(s)
+                assert J.object_shape(img, masks[0]) == shape, (shape, size, cx)
+
+
+def test_judge_clip_reports_a_clean_clip_exactly():
+    spec = w.ClipSpec(w.Scene((w.Obj("circle", "red", 0.3, 0.5, 0.15), w.Obj("star", "yellow", 0.7, 0.4, 0.16)),
+                              "brick", 4),
+                      (w.Motion("linear", 0.01, 0.0), w.Motion("bounce", -0.01, 0.01)), n_frames=6, pan=0.01)
+    clip = w.render_clip(spec)
+    v = J.judge_clip(clip.frames, clip.frames, clip.masks, edited=(0,), pan_px=clip.pan_px)
+    assert v.colours == [["red"] * 6, ["yellow"] * 6] and v.shapes == [["circle"] * 6, ["star"] * 6]
+    assert v.backgrounds == ["brick"] * 6 and v.majority(1) == ("yellow", "star")
+    assert v.psnr_outside > 60 and max(v.object_delta_e) < 1.0 and v.background_psnr > 30
+    # A recoloured circle shows in its colours and only outside-region PSNR stays high.
+    edited = clip.frames.copy()
+    edited[clip.masks[:, 0]] = w.COLOURS["blue"]
+    v = J.judge_clip(edited, clip.frames, clip.masks, edited=(0,))
+    assert v.colours[0] == ["blue"] * 6 and v.psnr_outside > 60
+    assert J.judge_clip(edited, clip.frames, clip.masks).psnr_outside < 30

@@ -75,23 +75,20 @@ def tasks(frames: int = 16) -> list[Task]:
 
 def score(task: Task, clip: world.Clip, edited: np.ndarray) -> dict:
     """The oracle's verdict on an edited clip (see the module docstring)."""
-    T = len(edited)
-    ok = []
-    for t in range(T):
-        objs, bg = judge.judge_frame(edited[t], clip.masks[t])
-        want = task.target.objects
-        ok.append(all(v.colour == o.colour and v.shape == o.shape for v, o in zip(objs, want)) and bg == task.target.background)
+    v = judge.judge_clip(edited, clip.frames, clip.masks, task.edited, clip.pan_px)
+    want = task.target.objects
+    ok = [all(v.colours[i][t] == o.colour and v.shapes[i][t] == o.shape for i, o in enumerate(want))
+          and v.backgrounds[t] == task.target.background for t in range(len(edited))]
     if task.edited:
         region = clip.masks[:, list(task.edited)].any(1)
-        psnrs = [judge.psnr_outside(edited[t:t + 1], clip.frames[t:t + 1], region[t:t + 1]) for t in range(T)]
+        psnrs = [judge.psnr_outside(edited[t:t + 1], clip.frames[t:t + 1], region[t:t + 1]) for t in range(len(edited))]
     else:
-        psnrs = [judge.psnr_inside_objects(edited[t], clip.frames[t], clip.masks[t]) for t in range(T)]
-    stab = judge.stability(edited, clip.masks, clip.pan_px)
-    de = [stab["object_delta_e"][i] for i in (task.edited or range(clip.masks.shape[1]))]
+        psnrs = [judge.psnr_inside_objects(e, f, m) for e, f, m in zip(edited, clip.frames, clip.masks)]
+    de = [v.object_delta_e[i] for i in (task.edited or range(clip.masks.shape[1]))]
     finite = [p for p in psnrs if math.isfinite(p)]
     return {"success": float(np.mean(ok)), "bg_psnr": float(np.mean(finite)) if finite else float("inf"),
             "object_delta_e": float(np.nanmean(de)) if de else float("nan"),
-            "bg_stability_psnr": stab["background_psnr"]}
+            "bg_stability_psnr": v.background_psnr}
 
 
 Runner = Callable[[Task, world.Clip, dict], "np.ndarray | None"]
@@ -199,6 +196,15 @@ def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str
     from .api import get_model
     from .config import make_options
 
+    from .errors import UserError
+
+    names = [t.name for t in tasks(frames)]
+    for kind, asked, known in (("method", methods, list(RUNNERS)), ("task", only, names)):
+        unknown = [x for x in asked or () if x not in known]
+        if unknown:
+            raise UserError(f"unknown {kind} {unknown[0]!r}; choose from: {', '.join(repr(k) for k in known)}")
+    if steps < 1 or frames < 2:
+        raise UserError(f"the suite needs at least 2 frames and 1 step (got --frames {frames}, --steps {steps})")
     cfg = dict(steps=steps, strength=strength, guidance=guidance, ip2p=ip2p, i2v=i2v)
     cfg["sd"] = get_model(make_options(dict(prompt="x", model=sd))[0])
     rows = []

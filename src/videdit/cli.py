@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="edit a ShapesWorld clip with the bundled models and judge it (no download)")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--method", default="auto", help="auto (best available), grain or invert")
-    p.add_argument("--model", default="shapes-sd")
+    p.add_argument("--method", default="auto", choices=("auto", "grain", "anchor", "invert"),
+                   help="auto (default: the best available, in this order: grain, anchor, invert)")
+    p.add_argument("--model", default=None, help="default: shapes-ip2p for anchor, else shapes-sd")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25: 45 s for 16 frames on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0)
@@ -117,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=30)
     b.add_argument("--frames", type=int, default=16)
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("--sd", default="shapes-sd", help="text-to-image model of invert and grain (default: shapes-sd)")
+    b.add_argument("--ip2p", default="shapes-ip2p", help="instruction editor of anchor (default: shapes-ip2p)")
+    b.add_argument("--i2v", default="shapes-i2v", help="image-to-video model of i2v (default: shapes-i2v)")
 
     p = sub.add_parser("shapes", help="ShapesWorld: train the project's own small models")
     shapes = p.add_subparsers(dest="shapes_command", required=True)
@@ -205,7 +209,8 @@ def cmd_bench(args) -> int:
     from .bench import format_rows, run_suite, to_json
 
     _quiet_libraries(False)
-    rows = run_suite(args.methods, steps=args.steps, frames=args.frames, only=args.tasks,
+    rows = run_suite(args.methods, sd=args.sd, ip2p=args.ip2p, i2v=args.i2v, steps=args.steps, frames=args.frames,
+                     only=args.tasks,
                      progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
     print(to_json(rows) if args.json else format_rows(rows))
     return 0

@@ -2,8 +2,9 @@
 judged by the oracle. Runs anywhere: no download, no GPU.
 
 Two circles of the same colour move across sand; the left one is asked to turn blue and the
-right one to stay. The best method available does the edit (grain with one region per circle,
-else invert with the target caption), and the oracle says in words what happened.
+right one to stay. The best method available does the edit (in order of preference: grain with one
+region per circle, anchor with the instruction "make the left circle blue", invert with the target
+caption), and the oracle says in words what happened.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from .errors import UserError
 from .shapes import judge, method_options, world
 
 DEMO_COLOURS = ("red", "blue")  # source colour, asked colour of the left circle
+DEMO_INSTRUCTION = "make the left circle blue"  # the same edit for the instruction editor (method anchor)
+METHODS = ("grain", "anchor", "invert")  # in order of preference
+MODELS = {"grain": "shapes-sd", "anchor": "shapes-ip2p", "invert": "shapes-sd"}  # each method's default model
 
 
 def demo_clip(frames: int = 16) -> tuple[world.Clip, world.Scene]:
@@ -33,22 +37,29 @@ def demo_clip(frames: int = 16) -> tuple[world.Clip, world.Scene]:
 
 
 def available_method() -> str:
-    """grain if it is available in this version, else invert."""
+    """The first of `METHODS` that this version has and whose model is installed."""
+    from .bench import installed
     from .methods import get_method
 
-    try:
-        get_method("grain")
-        return "grain"
-    except UserError:
-        return "invert"
+    for name in METHODS:
+        try:
+            get_method(name)
+        except UserError:
+            continue
+        if installed(MODELS[name]):
+            return name
+    raise UserError("no ShapesWorld model is installed; reinstall videdit (the models ship inside the package)")
 
 
 def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, steps: int, seed: int) -> np.ndarray:
     from .api import edit
 
+    if method == "anchor":  # the instruction editor on anchor frames, carried to the rest
+        return edit(clip.frames, DEMO_INSTRUCTION, method="anchor", model=model, steps=steps, seed=seed,
+                    size=clip.frames.shape[2], progress=False, reconstruction=False).frames
     common = dict(model=model, steps=steps, seed=seed, size=clip.frames.shape[2], progress=False,
                   reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption, strength=1.0)
-    if method != "grain":
+    if method == "invert":
         return edit(clip.frames, target.caption, method="invert", **common, **method_options("invert", steps)).frames
     from .bench import write_mask_folder
 
@@ -61,35 +72,38 @@ def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, st
 
 def verdict(clip: world.Clip, edited: np.ndarray, target: world.Scene) -> list[str]:
     """The oracle's findings in words, one line each."""
+    v = judge.judge_clip(edited, clip.frames, clip.masks, edited=(0, 1), pan_px=clip.pan_px)
     lines = []
     for i, (side, src, want) in enumerate(zip(("left", "right"), clip.spec.scene.objects, target.objects)):
-        seen = [judge.object_colour(f, m) for f, m in zip(edited, clip.masks[:, i])]
-        names, counts = np.unique([s or "none" for s in seen], return_counts=True)
-        got = names[counts.argmax()]
-        share = float(np.mean([s == want.colour for s in seen]))
+        colour, shape = v.majority(i)
+        share = float(np.mean([c == want.colour for c in v.colours[i]]))
         asked = f"asked {want.colour}" if want.colour != src.colour else "asked to stay"
-        lines.append(f"{side} {src.shape}: {src.colour} -> {got} ({asked}; {want.colour} in {share:.0%} of frames)")
-    region = clip.masks.any(1)
-    psnr = judge.psnr_outside(edited, clip.frames, region)
-    bgs = [judge.background_class(f, m) for f, m in zip(edited, region)]
-    bg_ok = float(np.mean([b == target.background for b in bgs]))
-    word = "unchanged" if bg_ok >= 0.9 and psnr >= 25 else "changed"
-    lines.append(f"background {word}: {target.background} in {bg_ok:.0%} of frames, PSNR outside the circles {psnr:.1f} dB")
-    stab = judge.stability(edited, clip.masks, clip.pan_px)
-    lines.append(f"temporal stability: colour change {np.nanmean(stab['object_delta_e']):.2f} Delta E per frame, "
-                 f"background {stab['background_psnr']:.1f} dB between frames")
+        lines.append(f"{side} {src.shape}: {src.colour} -> {colour or 'none'} ({asked}; {want.colour} in {share:.0%} "
+                     f"of frames; shape read as {shape or 'none'})")
+    bg_ok = float(np.mean([b == target.background for b in v.backgrounds]))
+    word = "unchanged" if bg_ok >= 0.9 and v.psnr_outside >= 25 else "changed"
+    lines.append(f"background {word}: {target.background} in {bg_ok:.0%} of frames, "
+                 f"PSNR outside the circles {v.psnr_outside:.1f} dB")
+    lines.append(f"temporal stability: colour change {np.nanmean(v.object_delta_e):.2f} Delta E per frame, "
+                 f"background {v.background_psnr:.1f} dB between frames")
     return lines
 
 
-def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str = "shapes-sd", frames: int = 16,
+def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | None = None, frames: int = 16,
              steps: int = 25, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
-    """Render, edit, judge; write ``out/`` (source, edited, side by side mp4 and gif, masks) atomically."""
+    """Render, edit, judge; write ``out/`` (source, edited, side by side mp4 and gif, masks) atomically.
+    `model`: default the method's ShapesWorld model (`MODELS`)."""
     from .video import side_by_side, write_video
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if method != "auto" and method not in METHODS:
+        raise UserError(f"unknown demo method {method!r}; choose auto, {', '.join(METHODS)}")
+    if frames < 2 or steps < 1:
+        raise UserError(f"the demo needs at least 2 frames and 1 step (got --frames {frames}, --steps {steps})")
     method = available_method() if method == "auto" else method
+    model = model or MODELS[method]
     t0 = time.perf_counter()
     clip, target = demo_clip(frames)
     edited = edit_demo(clip, target, method, model, steps, seed)
