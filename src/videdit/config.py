@@ -39,7 +39,7 @@ class EditOptions:
     source_prompt: str = _opt("", "description of the source clip (default: empty, or parsed from an instruction)")
     method: str = _opt("invert", "editing method", choices=METHODS)
     model: str | None = _opt(None, "preset name, Hugging Face repository id or local folder in diffusers layout "
-                             "(None: by method, sd15; ip2p for anchor)")
+                             "(None: by method, sd15; ip2p for anchor, i2vgen-xl for i2v)")
     strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise")
     steps: int | None = _opt(None, "sampling steps (None: by method, 50 DDIM steps for invert, "
                                    "10 Euler ancestral steps for anchor)")

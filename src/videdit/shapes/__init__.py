@@ -2,7 +2,7 @@
 
 - `world`: seeded scenes, clips (with per-frame masks, attributes and motion), captions, instruction triples
 - `judge`: the oracle that reads colours, shapes and backgrounds back from pixels
-- `train`: `python -m videdit.shapes.train {vae,sd,ip2p}` trains the models on CPU
+- `train`: `videdit shapes train {vae,sd,ip2p,i2v}` trains the models (CPU by default, `--device cuda` on a GPU)
 - `evaluate`: the quality measures of the models (used by `benchmarks/shapes_quality.py` and the tests)
 
 Trained pipelines live in diffusers folders under `weights/` (`weights_path("shapes-sd")`).
