@@ -56,6 +56,12 @@ def test_cli_acceptance_man_walking_astronaut(tiny_i2v, videos, tmp_path, capsys
     run = tmp_path / "out_run"
     for name in ("source.mp4", "edited.mp4", "reconstruction.mp4", "side_by_side.mp4", "config.yaml", "info.yaml"):
         assert (run / name).is_file(), name
+    from PIL import Image
+
+    first = np.asarray(Image.open(run / "first_frame.png"))  # the user's frame, resized to the working size
+    assert first.shape[:2] == read_clip(run / "edited.mp4").frames.shape[1:3]
+    want = np.asarray(Image.open(videos / EDITED).convert("RGB").resize(first.shape[1::-1], Image.BICUBIC), np.float32)
+    assert np.abs(first.astype(np.float32) - want).mean() < 8
     info = (run / "info.yaml").read_text()
     assert "turn-him-into-an-astronaut.png" in info and "injected_layers: 17" in info
     # 4 sampling steps: tau 0.2 -> int(0.8) = 0 steps of conv/spatial injection, tau 0.5 -> 2 temporal

@@ -252,6 +252,10 @@ def _write_run_folder(res: EditResult, out_path: Path, opts: EditOptions, handle
     for name, clip in res.extras.items():
         if clip.ndim == 4 and len(clip) == len(res.source):
             write_video(tmp_run / f"{name}.mp4", clip, res.fps)
+        elif clip.ndim == 3:  # a single image, e.g. i2v's edited first frame
+            from PIL import Image
+
+            Image.fromarray(clip).save(tmp_run / f"{name}.png")
     sbs = side_by_side(res.source, res.edited_working)
     write_video(tmp_run / "side_by_side.mp4", sbs, res.fps)
     write_video(tmp_run / "side_by_side.gif", sbs, res.fps)

@@ -200,5 +200,5 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
             info.update(chunks=c + 1, inversion_s=info["inversion_s"] + part["inversion_s"],
                         editing_s=info["editing_s"] + part["editing_s"])
     info.update(first_frame=origin, start_step=opts.start_step, inversion_steps=opts.inversion_steps)
-    extras = {"reconstruction": recon_frames} if recon_frames is not None else {}
+    extras = {"first_frame": first, **({"reconstruction": recon_frames} if recon_frames is not None else {})}
     return MethodResult(out, extras, info)
