@@ -53,8 +53,11 @@ def anchor_edit(model, clip, anchors: int, shared_noise: bool = True, steps: int
     from videdit.diffusion import vae_decode
     from videdit.methods.anchor import edit_latents
 
+    from videdit.shapes import method_options
+
     opts = make_options(dict(prompt=INSTRUCTION, method="anchor", anchors=anchors, steps=steps, seed=seed,
-                             size=clip.frames.shape[1], progress=False, device="cpu"))[0]
+                             size=clip.frames.shape[1], progress=False, device="cpu",
+                             **method_options("anchor", steps)))[0]
     latents, _ = edit_latents(model, clip.frames, INSTRUCTION, opts, shared_noise=shared_noise)
     return vae_decode(model, torch.stack([latents[f] for f in range(len(clip.frames))]), opts.vae_chunk)
 
@@ -64,6 +67,8 @@ def per_frame_edit(model_dir: str, clip, same_seed: bool, steps: int = 10, seed:
     from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
     from PIL import Image
 
+    from videdit.shapes import IP2P_GUIDANCE
+
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(model_dir, safety_checker=None,
                                                                   requires_safety_checker=False,
                                                                   torch_dtype=torch.float32)  # fp16 weights, CPU
@@ -72,8 +77,8 @@ def per_frame_edit(model_dir: str, clip, same_seed: bool, steps: int = 10, seed:
     out = []
     for t, f in enumerate(clip.frames):
         g = torch.Generator().manual_seed(seed if same_seed else seed + t)
-        img = pipe(INSTRUCTION, image=Image.fromarray(f), num_inference_steps=steps, guidance_scale=7.5,
-                   image_guidance_scale=1.5, generator=g, output_type="np").images[0]
+        img = pipe(INSTRUCTION, image=Image.fromarray(f), num_inference_steps=steps, guidance_scale=IP2P_GUIDANCE[0],
+                   image_guidance_scale=IP2P_GUIDANCE[1], generator=g, output_type="np").images[0]
         out.append((img * 255).round().astype(np.uint8))
     return np.stack(out)
 
@@ -105,7 +110,10 @@ def main() -> None:
 
     dlog.set_verbosity_error()
     clip = moving_circle(args.frames)
-    print(f"{args.frames} frames, red circle moving over grass, instruction {INSTRUCTION!r}, 10 Euler ancestral steps")
+    from videdit.shapes import IP2P_GUIDANCE
+
+    print(f"{args.frames} frames, red circle moving over grass, instruction {INSTRUCTION!r}, 10 Euler ancestral steps, "
+          f"guidance {IP2P_GUIDANCE[0]}, image guidance {IP2P_GUIDANCE[1]}")
     print(f"{'model':12s} {'editing':34s} {'blue':>6s} {'circle dE/frame':>16s} {'bg PSNR/frame':>14s} {'s':>6s}")
     models = [("base", args.model)] + ([("finetuned", args.finetuned)] if args.finetuned else [])
     for label, name in models:

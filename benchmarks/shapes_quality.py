@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from videdit.shapes import evaluate, weights_path
+from videdit.shapes import IP2P_GUIDANCE, evaluate, weights_path
 
 
 def main() -> None:
@@ -28,7 +28,9 @@ def main() -> None:
     ap.add_argument("--n-sd", type=int, default=300)
     ap.add_argument("--n-ip2p", type=int, default=300)
     ap.add_argument("--steps", type=int, default=30, help="DDIM steps for shapes-sd")
-    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--guidance", type=float, default=5.0, help="shapes-sd (the bar's 5)")
+    ap.add_argument("--ip2p-guidance", type=float, nargs=2, default=IP2P_GUIDANCE, metavar=("TEXT", "IMAGE"),
+                    help=f"shapes-ip2p's guidance scales (default {IP2P_GUIDANCE})")
     ap.add_argument("--n-inversion", type=int, default=3, help="8-frame clips for the inversion round trip (0: skip)")
     ap.add_argument("--no-recolour", action="store_true", help="skip the invert red -> blue circle check")
     ap.add_argument("--json", action="store_true")
@@ -58,8 +60,8 @@ def main() -> None:
     if (a.ip2p / "model_index.json").exists():
         pipe = evaluate.load_ip2p(a.ip2p)
         t = time.time()
-        s = evaluate.ip2p_scores(pipe, a.n_ip2p)
-        rows.append((f"shapes-ip2p success (n={a.n_ip2p}, PSNR outside >= 25)", s["success"], ">= 0.80"))
+        s = evaluate.ip2p_scores(pipe, a.n_ip2p, *a.ip2p_guidance)
+        rows.append((f"shapes-ip2p success (n={a.n_ip2p}, PSNR outside >= 25, guidance {a.ip2p_guidance})", s["success"], ">= 0.80"))
         rows += [(f"shapes-ip2p {k}", v, "") for k, v in s.items() if k.startswith(("success_", "psnr", "asked"))]
         rows.append(("shapes-ip2p seconds", time.time() - t, ""))
         ceiling = evaluate.ip2p_ceiling(pipe.vae, a.n_ip2p)

@@ -56,7 +56,8 @@ def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, st
 
     if method == "anchor":  # the instruction editor on anchor frames, carried to the rest
         return edit(clip.frames, DEMO_INSTRUCTION, method="anchor", model=model, steps=steps, seed=seed,
-                    size=clip.frames.shape[2], progress=False, reconstruction=False).frames
+                    size=clip.frames.shape[2], progress=False, reconstruction=False,
+                    **method_options("anchor", steps)).frames
     common = dict(model=model, steps=steps, seed=seed, size=clip.frames.shape[2], progress=False,
                   reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption, strength=1.0)
     if method == "invert":
