@@ -107,6 +107,14 @@ def test_i2v_needs_a_first_frame_and_an_i2v_model(tiny_sd, videos, tmp_path, cap
 
 # --- first-frame editors -------------------------------------------------------------------------
 
+def test_first_frame_without_method_i2v_is_a_clear_error(videos, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    code = main(["edit", str(videos / "man-walking.mp4"), "--first-frame", str(videos / EDITED),
+                 "--prompt", "an astronaut walking", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "add --method i2v" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_python_callable_editor_gets_the_source_first_frame(model):
     import videdit
     from PIL import Image
