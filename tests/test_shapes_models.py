@@ -18,6 +18,7 @@ need_ip2p = pytest.mark.skipif(not (IP2P / "model_index.json").exists(), reason=
 VAE_PSNR_FLOOR = 28.0  # dB on 20 held-out frames (committed: 31.0 on 500)
 SD_COLOUR_FLOOR = 0.6  # fraction of objects with the asked colour, 12 held-out captions, 15 steps (committed: 0.889 on 300; bar 0.90)
 SD_BACKGROUND_FLOOR = 0.75  # fraction of images with the asked background, same draws (committed: 1.0 on 300; bar 0.90)
+IP2P_SUCCESS_FLOOR = 0.5  # accepted edits of the first 16 held-out pairs, 20 steps, IP2P_GUIDANCE (v4: 0.75; see its card for 300)
 
 
 def _size_mb(path):
@@ -112,6 +113,17 @@ def test_ip2p_layout():
 
     out = pipe("make the circle blue", image=Image.fromarray(src), num_inference_steps=2, output_type="np").images
     assert out.shape == (1, 64, 64, 3)
+
+
+@need_ip2p
+def test_ip2p_makes_the_asked_edits_and_keeps_the_rest():
+    """The shapes-ip2p quality bar, shortened: of the first 16 held-out (scene, instruction) pairs, the
+    oracle accepts at least IP2P_SUCCESS_FLOOR (asked change made, other objects and background kept,
+    PSNR outside the edit >= 25 dB)."""
+    pipe = evaluate.load_ip2p(IP2P)
+    pipe.set_progress_bar_config(disable=True)
+    s = evaluate.ip2p_scores(pipe, n=16, batch=16)
+    assert s["success"] >= IP2P_SUCCESS_FLOOR, s
 
 
 @need_sd
