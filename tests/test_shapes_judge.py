@@ -113,6 +113,8 @@ def test_judge_clip_reports_a_clean_clip_exactly():
     v = J.judge_clip(clip.frames, clip.frames, clip.masks, edited=(0,), pan_px=clip.pan_px)
     assert v.colours == [["red"] * 6, ["yellow"] * 6] and v.shapes == [["circle"] * 6, ["star"] * 6]
     assert v.backgrounds == ["brick"] * 6 and v.majority(1) == ("yellow", "star")
+    tie = J.ClipVerdict([["red", "blue"] * 2], [["circle"] * 4], ["sand"] * 4, 0.0, [0.0], 0.0)
+    assert tie.majority(0) == ("red", "circle")  # a tie goes to the earliest frame's reading, every run
     assert v.psnr_outside > 60 and max(v.object_delta_e) < 1.0 and v.background_psnr > 30
     # A recoloured circle shows in its colours and only outside-region PSNR stays high.
     edited = clip.frames.copy()

@@ -139,7 +139,8 @@ def run_anchor(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
     if not installed(cfg["ip2p"]):
         return None
     return edit(clip.frames, task.instruction, method="anchor", model=cfg["ip2p"], size=clip.frames.shape[2],
-                progress=False, reconstruction=False, **method_options("anchor", cfg["steps"])).frames
+                steps=cfg["steps"], progress=False, reconstruction=False,
+                **method_options("anchor", cfg["steps"])).frames
 
 
 def installed(model: str) -> bool:

@@ -157,13 +157,13 @@ class EditOptions:
             raise UserError(f"--inject-steps must be 0 or more, got {self.inject_steps}")
         if self.method == "i2v":
             self._validate_i2v()
-        elif self.first_frame is not None or self.first_frame_editor is not None:
-            raise UserError(f"--first-frame and --first-frame-editor belong to --method i2v (this run's method is "
-                            f"{self.method}); add --method i2v")
         for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip"):
             choices = EditOptions.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.method != "i2v" and (self.first_frame is not None or self.first_frame_editor is not None):
+            raise UserError(f"--first-frame and --first-frame-editor belong to --method i2v (this run's method is "
+                            f"{self.method}); add --method i2v")
         return self
 
     def _validate_i2v(self) -> None:

@@ -36,8 +36,8 @@ def demo_clip(frames: int = 16) -> tuple[world.Clip, world.Scene]:
     return world.render_clip(spec), target
 
 
-def available_method() -> str:
-    """The first of `METHODS` that this version has and whose model is installed."""
+def available_method(model: str | None = None) -> str:
+    """The first of `METHODS` that this version has and whose model (`model`, else its default) is installed."""
     from .bench import installed
     from .methods import get_method
 
@@ -46,7 +46,7 @@ def available_method() -> str:
             get_method(name)
         except UserError:
             continue
-        if installed(MODELS[name]):
+        if installed(model or MODELS[name]):
             return name
     raise UserError("no ShapesWorld model is installed; reinstall videdit (the models ship inside the package)")
 
@@ -103,7 +103,7 @@ def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | No
         raise UserError(f"unknown demo method {method!r}; choose auto, {', '.join(METHODS)}")
     if frames < 2 or steps < 1:
         raise UserError(f"the demo needs at least 2 frames and 1 step (got --frames {frames}, --steps {steps})")
-    method = available_method() if method == "auto" else method
+    method = available_method(model) if method == "auto" else method
     model = model or MODELS[method]
     t0 = time.perf_counter()
     clip, target = demo_clip(frames)

@@ -254,7 +254,7 @@ class ClipVerdict:
 
     def majority(self, i: int) -> tuple[str | None, str | None]:
         """Object i's most frequent (colour, shape) over the clip."""
-        pick = lambda xs: max(set(xs), key=xs.count)  # noqa: E731
+        pick = lambda xs: max(xs, key=xs.count)  # noqa: E731  ties go to the earliest frame's value
         return pick(self.colours[i]), pick(self.shapes[i])
 
 
