@@ -199,7 +199,8 @@ def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str
 
     from .errors import UserError
 
-    names = [t.name for t in tasks(frames)]
+    suite = tasks(frames)
+    names = [t.name for t in suite]
     for kind, asked, known in (("method", methods, list(RUNNERS)), ("task", only, names)):
         unknown = [x for x in asked or () if x not in known]
         if unknown:
@@ -209,7 +210,7 @@ def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str
     cfg = dict(steps=steps, strength=strength, guidance=guidance, ip2p=ip2p, i2v=i2v)
     cfg["sd"] = get_model(make_options(dict(prompt="x", model=sd))[0])
     rows = []
-    for task in tasks(frames):
+    for task in suite:
         if only and task.name not in only:
             continue
         clip = world.render_clip(task.spec)

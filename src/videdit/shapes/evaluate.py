@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from videdit.shapes import judge, world
+from videdit.shapes import IP2P_GUIDANCE, judge, world
 from videdit.shapes.train import HELD_OUT_SEED, held_out_images, vae_psnr, vae_round_trip
 
 
@@ -92,13 +92,9 @@ def edit_reading(images: np.ndarray, triples: list[tuple[world.Scene, world.Edit
 
 
 @torch.no_grad()
-def ip2p_scores(pipe, n: int = 300, guidance: float | None = None, image_guidance: float | None = None, steps: int = 20, batch: int = 25, seed: int = 0, min_psnr: float = 25.0) -> dict:
+def ip2p_scores(pipe, n: int = 300, guidance: float = IP2P_GUIDANCE[0], image_guidance: float = IP2P_GUIDANCE[1], steps: int = 20, batch: int = 25, seed: int = 0, min_psnr: float = 25.0) -> dict:
     """`edit_reading` of the instruction edits `pipe` makes of `n` held-out triples' sources (guidance scales:
     default `IP2P_GUIDANCE`)."""
-    from videdit.shapes import IP2P_GUIDANCE
-
-    guidance = IP2P_GUIDANCE[0] if guidance is None else guidance
-    image_guidance = IP2P_GUIDANCE[1] if image_guidance is None else image_guidance
     triples = held_out_triples(n)
     images = []
     for i in range(0, n, batch):
