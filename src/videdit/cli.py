@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default: the best available, in this order: grain, anchor, invert)")
     p.add_argument("--model", default=None, help="default: shapes-ip2p for anchor, else shapes-sd")
     p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25: 45 s for 16 frames on 2 CPU cores)")
+    p.add_argument("--steps", type=int, default=20, help="sampling steps (default 20: about 34 s for 16 frames on 2 CPU cores, the same verdict as 25 steps in 45 s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
 

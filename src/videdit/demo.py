@@ -91,7 +91,7 @@ def verdict(clip: world.Clip, edited: np.ndarray, target: world.Scene) -> list[s
 
 
 def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | None = None, frames: int = 16,
-             steps: int = 25, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
+             steps: int = 20, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
     """Render, edit, judge; write ``out/`` (source, edited, side by side mp4 and gif, masks) atomically.
     `model`: default the method's ShapesWorld model (`MODELS`)."""
     from .video import side_by_side, write_video
