@@ -17,6 +17,8 @@ tau at 1 (injection in every step). Injection should lower err. Then a 32-frame 
 
     python benchmarks/i2v_shapes.py                 # the ShapesWorld model shapes-i2v
     python benchmarks/i2v_shapes.py --model DIR     # any I2VGen-XL-class model (a tiny one: plumbing only)
+    python benchmarks/i2v_shapes.py --clip circle   # a second clip: a yellow circle moving down-left on sand
+    python benchmarks/i2v_shapes.py --ablation      # also each injection alone (conv feature, spatial Q/K)
 
 Without a ``shapes-i2v`` model the script says so and exits 0.
 """
@@ -46,10 +48,15 @@ def main(argv=None) -> int:
                         help="also compare direct and chunked propagation of a 32-frame clip")
     parser.add_argument("--chunk-frames", type=int, default=16, help="chunked: frames per chunk (the model's count)")
     parser.add_argument("--chunk-overlap", type=int, default=4)
+    parser.add_argument("--clip", choices=("square", "circle"), default="square",
+                        help="square: the acceptance clip (a red square moving right on grass); circle: a second "
+                             "clip, never used to choose a recipe (a yellow circle moving down-left on sand)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also each injection alone: conv feature only (0.2, 0, 0), spatial Q/K only (0, 0.2, 0)")
     args = parser.parse_args(argv)
 
     from videdit.i2v import load_i2v
-    from videdit.shapes.evaluate import i2v_recolour, square_clips
+    from videdit.shapes.evaluate import I2V_CLIPS, i2v_recolour
 
     try:
         model = load_i2v(args.model)
@@ -58,13 +65,13 @@ def main(argv=None) -> int:
               "has to be trained first")
         return 0
     os.environ.setdefault("VIDEDIT_CACHE_DIR", tempfile.mkdtemp(prefix="videdit-i2v-bench-"))
-    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps)
+    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps, clip=args.clip)
     if args.guidance is not None:
         common["guidance"] = args.guidance
     if args.negative_prompt is not None:
         common["negative_prompt"] = args.negative_prompt
     print(f"model {args.model}, {args.frames} frames 64x64, {args.steps} steps, {args.inversion_steps} inversion "
-          f"steps, guidance {args.guidance or 'default'}, prompt {square_clips(2)[1].spec.scene.caption!r}")
+          f"steps, guidance {args.guidance or 'default'}, prompt {I2V_CLIPS[args.clip](2)[1].spec.scene.caption!r}")
     print(f"{'setting':28s} {'blue':>5s} {'one':>5s} {'bg':>5s} {'ok':>5s} {'err px':>7s} {'PSNR':>5s} {'s':>6s}")
 
     def row(name, r, seconds):
@@ -74,6 +81,8 @@ def main(argv=None) -> int:
     settings = [("no injection", 0.0, 0.0, 0.0), ("tau_ta = 0", 0.2, 0.2, 0.0),
                 ("tau_ta = 0.5 (default)", 0.2, 0.2, 0.5), ("tau_ta = 1", 0.2, 0.2, 1.0),
                 ("every tau = 1", 1.0, 1.0, 1.0)]
+    if args.ablation:
+        settings += [("conv only", 0.2, 0.0, 0.0), ("spatial only", 0.0, 0.2, 0.0)]
     for name, conv, sa, ta in settings:
         t0 = time.perf_counter()
         r = i2v_recolour(n_frames=args.frames, tau_conv=conv, tau_sa=sa, tau_ta=ta, **common)

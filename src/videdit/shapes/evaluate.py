@@ -146,15 +146,30 @@ def invert_recolour(model: str | Path, n_frames: int = 16, steps: int = 50, guid
             "psnr_outside": judge.psnr_outside(out.frames, clip.frames, clip.masks.any(axis=1))}
 
 
-def square_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
-    """The `i2v` task: a red square moving right on grass (a quarter to three quarters of the width), and
-    the same clip with the square blue: the exact edit of the first frame and the ground truth of the rest."""
+def recoloured_clips(obj: world.Obj, background: str, bg_seed: int, travel: tuple[float, float], n_frames: int,
+                     size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
+    """One object moving `travel` (frame widths, x and y) in `n_frames` frames, and the same clip with the
+    object blue: the exact edit of the first frame and the ground truth of the rest."""
     from dataclasses import replace
 
-    scene = world.Scene((world.Obj("square", "red", cx=0.25, cy=0.5, size=0.14),), background="grass", bg_seed=3)
-    spec = world.ClipSpec(scene, (world.Motion("linear", vx=0.5 / max(n_frames - 1, 1)),), n_frames=n_frames)
-    blue = world.ClipSpec(replace(scene, objects=(replace(scene.objects[0], colour="blue"),)), spec.motions, n_frames)
+    scene = world.Scene((obj,), background=background, bg_seed=bg_seed)
+    steps = max(n_frames - 1, 1)
+    spec = world.ClipSpec(scene, (world.Motion("linear", vx=travel[0] / steps, vy=travel[1] / steps),), n_frames=n_frames)
+    blue = world.ClipSpec(replace(scene, objects=(replace(obj, colour="blue"),)), spec.motions, n_frames)
     return world.render_clip(spec, size), world.render_clip(blue, size)
+
+
+def square_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
+    """The `i2v` task: a red square moving right on grass (a quarter to three quarters of the width)."""
+    return recoloured_clips(world.Obj("square", "red", cx=0.25, cy=0.5, size=0.14), "grass", 3, (0.5, 0.0), n_frames, size)
+
+
+def circle_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
+    """A second `i2v` clip, never used to choose a recipe: a yellow circle moving down and left on sand."""
+    return recoloured_clips(world.Obj("circle", "yellow", cx=0.7, cy=0.3, size=0.15), "sand", 5, (-0.3, 0.35), n_frames, size)
+
+
+I2V_CLIPS = {"square": square_clips, "circle": circle_clips}
 
 
 def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
@@ -187,14 +202,15 @@ def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
             "psnr": judge.psnr(frames, truth.frames)}
 
 
-def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: int = 100, **options) -> dict:
-    """Method i2v on `square_clips`: the first frame replaced by the blue-square render, propagated along the
-    source's inverted noise, under `method_options("i2v")`; `options` go to `videdit.edit` (tau_conv, tau_sa,
-    tau_ta, long_clip, ...) and override those. Returns `propagation`'s measures."""
+def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: int = 100, clip: str = "square",
+                 **options) -> dict:
+    """Method i2v on one of `I2V_CLIPS` (default `square_clips`): the first frame replaced by the render with the
+    object blue, propagated along the source's inverted noise, under `method_options("i2v")`; `options` go to
+    `videdit.edit` (tau_conv, tau_sa, tau_ta, long_clip, ...) and override those. Returns `propagation`'s measures."""
     from videdit.api import edit
     from videdit.shapes import method_options
 
-    source, truth = square_clips(n_frames)
+    source, truth = I2V_CLIPS[clip](n_frames)
     out = edit(source.frames, truth.spec.scene.caption, method="i2v", model=model, size=world.SIZE, steps=steps,
                inversion_steps=inversion_steps, progress=False, reconstruction=False,
                first_frame_editor=lambda image: truth.frames[0], **{**method_options("i2v", steps), **options})
