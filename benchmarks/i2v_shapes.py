@@ -1,12 +1,13 @@
 """Method i2v on ShapesWorld: does the propagated clip keep the edit and follow the source motion?
 
-A red square moves right across a textured background (16 frames at 64x64). Its first frame is
-edited exactly: the same scene re-rendered with a blue square, which is also the ground truth of
-every later frame. The i2v edit propagates that first frame along the source's inverted noise.
+A red square moves right across grass (16 frames at 64x64; `--clip circle`: a yellow circle moves
+down-left across sand, a clip never used to choose a training recipe). Its first frame is edited
+exactly: the same scene re-rendered with the object blue, which is also the ground truth of every
+later frame. The i2v edit propagates that first frame along the source's inverted noise.
 Printed, per setting (`videdit.shapes.evaluate.propagation`, fractions of frames):
-- blue: the oracle reads blue under the square's ground-truth mask; acceptance: >= 0.9;
+- blue: the oracle reads blue under the object's ground-truth mask; acceptance: >= 0.9;
 - one: exactly one blue object is found (no copy left behind at the first-frame place);
-- bg: the background is still grass;
+- bg: the background is still the source's;
 - ok: all three at once;
 - err: the mean distance in pixels between the largest blue object's centroid and the true one,
   over frames 1 ... F-1 (a frame without a blue object counts as the image diagonal);

@@ -173,10 +173,10 @@ I2V_CLIPS = {"square": square_clips, "circle": circle_clips}
 
 
 def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
-    """How well edited `frames` carry the blue square of `truth` (one object), by the oracle, per frame:
+    """How well edited `frames` carry the blue object of `truth` (one object), by the oracle, per frame:
 
-    - blue: the colour under the square's ground-truth mask is blue (the square is blue where it should be);
-    - one_blue: exactly one blue object is found (no copy left at the first-frame place, no second square);
+    - blue: the colour under the object's ground-truth mask is blue (it is blue where it should be);
+    - one_blue: exactly one blue object is found (no copy left at the first-frame place, no second object);
     - background: the background class is the truth's;
     - centroid_error_px: distance between the largest blue object's centroid and the true one, over
       frames 1 ... F-1 (a frame without a blue object counts as the image diagonal);
@@ -210,6 +210,8 @@ def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: in
     from videdit.api import edit
     from videdit.shapes import method_options
 
+    if clip not in I2V_CLIPS:
+        raise ValueError(f"unknown i2v clip {clip!r}: choose from {', '.join(I2V_CLIPS)}")
     source, truth = I2V_CLIPS[clip](n_frames)
     out = edit(source.frames, truth.spec.scene.caption, method="i2v", model=model, size=world.SIZE, steps=steps,
                inversion_steps=inversion_steps, progress=False, reconstruction=False,
