@@ -121,7 +121,6 @@ def test_ip2p_makes_the_asked_edits_and_keeps_the_rest():
     oracle accepts at least IP2P_SUCCESS_FLOOR (asked change made, other objects and background kept,
     PSNR outside the edit >= 25 dB)."""
     pipe = evaluate.load_ip2p(IP2P)
-    pipe.set_progress_bar_config(disable=True)
     s = evaluate.ip2p_scores(pipe, n=16, batch=16)
     assert s["success"] >= IP2P_SUCCESS_FLOOR, s
 
