@@ -443,3 +443,22 @@ def test_shapes_i2v_retraces_the_source_from_its_own_first_frame():
         x, y = max(found, key=lambda f: f.area).centroid
         errors.append(np.hypot(x - source.centroids[t, 0, 0], y - source.centroids[t, 0, 1]))
     assert sum(red) >= 7 and np.mean(errors) < 3.0, (red, errors)
+
+
+def test_held_out_i2v_clips_move_one_recoloured_object_inside_the_frame():
+    """The held-out check clips of benchmarks/i2v_shapes.py --held-out: fixed draws, each one non-blue object
+    on a background other than sky, moving 0.2-0.5 widths; the truth is the same clip with the object blue."""
+    from videdit.shapes import judge, world
+    from videdit.shapes.evaluate import held_out_i2v_spec, i2v_clips
+
+    assert held_out_i2v_spec(3) == held_out_i2v_spec(3) and held_out_i2v_spec(3) != held_out_i2v_spec(4)
+    for k in range(6):
+        source, truth = i2v_clips(f"held-out-{k}", 8)
+        (obj,), background = source.spec.scene.objects, source.spec.scene.background
+        assert obj.colour != "blue" and background != "sky" and truth.spec.scene.objects[0].colour == "blue"
+        travel = np.hypot(*(source.centroids[-1, 0] - source.centroids[0, 0])) / world.SIZE
+        assert 0.2 - 1e-6 <= travel <= 0.5 + 1e-6
+        assert np.array_equal(source.masks, truth.masks) and source.masks[:, 0].any(axis=(1, 2)).all()
+        assert judge.object_colour(truth.frames[-1], truth.masks[-1, 0]) == "blue"
+    with pytest.raises(ValueError, match="held-out-K"):
+        i2v_clips("held-out-x", 8)

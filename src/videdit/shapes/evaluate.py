@@ -170,6 +170,32 @@ def circle_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, wor
 
 
 I2V_CLIPS = {"square": square_clips, "circle": circle_clips}
+I2V_HELD_OUT = "held-out-"  # + k: the k-th clip of `held_out_i2v_clips`
+
+
+def held_out_i2v_spec(k: int) -> tuple[world.Obj, str, int, tuple[float, float]]:
+    """The k-th held-out `i2v` clip (a stream training never draws from): one object of any shape and any
+    colour but blue, on any background but sky (a blue object on blue sky is not a readable edit), moving
+    in a straight line 0.2 to 0.5 frame widths in a random direction without leaving the frame.
+    Returns `recoloured_clips`' object, background, background seed and travel."""
+    rng = np.random.default_rng([HELD_OUT_SEED + 4, k])
+    while True:
+        obj = world.random_object(rng, margin=0.05, colour=str(rng.choice([c for c in world.COLOURS if c != "blue"])))
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.5)
+        end = obj.cx + length * np.cos(angle), obj.cy + length * np.sin(angle)
+        if all(obj.size + 0.02 <= e <= 1 - obj.size - 0.02 for e in end):
+            break
+    background = str(rng.choice([b for b in world.BACKGROUNDS if b != "sky"]))
+    return obj, background, int(rng.integers(2**31)), (float(end[0] - obj.cx), float(end[1] - obj.cy))
+
+
+def i2v_clips(name: str, n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
+    """(source, blue truth) of an `i2v` check clip: a name of `I2V_CLIPS`, or "held-out-K" (K = 0, 1, ...)."""
+    if name in I2V_CLIPS:
+        return I2V_CLIPS[name](n_frames, size)
+    if name.startswith(I2V_HELD_OUT) and name[len(I2V_HELD_OUT):].isdigit():
+        return recoloured_clips(*held_out_i2v_spec(int(name[len(I2V_HELD_OUT):])), n_frames, size)
+    raise ValueError(f"unknown i2v clip {name!r}: choose from {', '.join(I2V_CLIPS)} or {I2V_HELD_OUT}K")
 
 
 def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
@@ -204,15 +230,13 @@ def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
 
 def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: int = 100, clip: str = "square",
                  **options) -> dict:
-    """Method i2v on one of `I2V_CLIPS` (default `square_clips`): the first frame replaced by the render with the
+    """Method i2v on an `i2v_clips` clip (default `square_clips`): the first frame replaced by the render with the
     object blue, propagated along the source's inverted noise, under `method_options("i2v")`; `options` go to
     `videdit.edit` (tau_conv, tau_sa, tau_ta, long_clip, ...) and override those. Returns `propagation`'s measures."""
     from videdit.api import edit
     from videdit.shapes import method_options
 
-    if clip not in I2V_CLIPS:
-        raise ValueError(f"unknown i2v clip {clip!r}: choose from {', '.join(I2V_CLIPS)}")
-    source, truth = I2V_CLIPS[clip](n_frames)
+    source, truth = i2v_clips(clip, n_frames)
     out = edit(source.frames, truth.spec.scene.caption, method="i2v", model=model, size=world.SIZE, steps=steps,
                inversion_steps=inversion_steps, progress=False, reconstruction=False,
                first_frame_editor=lambda image: truth.frames[0], **{**method_options("i2v", steps), **options})
