@@ -69,8 +69,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-clip", action="store_true", help="with --held-out: also a row per clip")
     parser.add_argument("--ablation", action="store_true",
                         help="also each injection alone: conv feature only (0.2, 0, 0), spatial Q/K only (0, 0.2, 0)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None,
-                        help="only these settings (default: all but the ablation's, which --ablation adds)")
+    parser.add_argument("--settings", nargs="*", choices=list(SETTINGS), default=None,
+                        help="only these settings (default: all but the ablation's, which --ablation adds; "
+                             "none listed: only the 32-frame rows)")
     args = parser.parse_args(argv)
 
     from videdit.i2v import load_i2v
@@ -105,21 +106,25 @@ def main(argv=None) -> int:
         print(f"{name:28s} {mean['blue']:5.2f} {mean['one_blue']:5.2f} {mean['background']:5.2f} {mean['success']:5.2f} "
               f"{mean['centroid_error_px']:7.2f} {mean['psnr']:5.1f} {seconds:6.1f}{tail}", flush=True)
 
-    names = args.settings or [n for n in SETTINGS if args.ablation or n not in ABLATION]
+    def per_clip(runs):
+        if args.per_clip and len(runs) > 1:
+            for clip, r in zip(clips, runs):
+                row(f"  {clip}: {i2v_clips(clip, 2)[0].spec.scene.caption}", [r], float("nan"))
+
+    names = args.settings if args.settings is not None else [n for n in SETTINGS if args.ablation or n not in ABLATION]
     for name in names:
         conv, sa, ta = SETTINGS[name]
         t0 = time.perf_counter()
         runs = [i2v_recolour(n_frames=args.frames, tau_conv=conv, tau_sa=sa, tau_ta=ta, clip=c, **common) for c in clips]
         row(name, runs, time.perf_counter() - t0)
-        if args.per_clip and len(runs) > 1:
-            for clip, r in zip(clips, runs):
-                row(f"  {clip}: {i2v_clips(clip, 2)[0].spec.scene.caption}", [r], float("nan"))
+        per_clip(runs)
     if args.long:
         for mode in ("direct", "chunked"):
             t0 = time.perf_counter()
             runs = [i2v_recolour(n_frames=32, long_clip=mode, chunk_frames=args.chunk_frames, clip=c,
                                  chunk_overlap=args.chunk_overlap, **common) for c in clips]
             row(f"32 frames, {mode}", runs, time.perf_counter() - t0)
+            per_clip(runs)
     return 0
 
 

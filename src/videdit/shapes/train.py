@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from videdit.shapes import world
 
 HELD_OUT_SEED = 10**6  # evaluation draws from this stream; training seeds stay below it
-CKPT_EVERY_S = 300
+CHECKPOINT_MINUTES = 5.0  # default of --checkpoint-minutes
+CKPT_EVERY_S = CHECKPOINT_MINUTES * 60  # as set by the last `main` call
 
 
 # ----------------------------------------------------------------------------- model configs (one source of truth)
@@ -671,7 +672,8 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
               object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
               recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0,
-              shift_first: float = 0.0, device: torch.device = torch.device("cpu")) -> None:
+              shift_first: float = 0.0, keep_snapshots: bool = False,
+              device: torch.device = torch.device("cpu")) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
@@ -857,6 +859,8 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         if time.time() - last_ckpt > CKPT_EVERY_S:
             checkpoint()
             write("pipeline-snapshot")
+            if keep_snapshots:  # numbered copies, to choose among afterwards
+                write(f"snapshot-{step:06d}", dtype=torch.float16)
             last_ckpt = time.time()
     checkpoint()
     for m in (vae, text_encoder, unet, image_encoder):
@@ -869,6 +873,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
+    global CKPT_EVERY_S
     ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model (CPU or GPU).")
     ap.add_argument("kind", choices=["vae", "sd", "ip2p", "i2v"])
     ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, and the result: vae/ or pipeline/ + pipeline-fp16/)")
@@ -899,6 +904,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="i2v: probability that a clip's conditioning first frame shows its objects displaced (see "
                          "train_i2v)")
     ap.add_argument("--lr", type=float, default=None, help="ip2p, i2v: peak learning rate (default 4e-4 for ip2p, 5e-4 for i2v)")
+    ap.add_argument("--checkpoint-minutes", type=float, default=CHECKPOINT_MINUTES, metavar="M",
+                    help="write the resumable checkpoint (and the EMA snapshot) every M minutes (default %(default)s)")
+    ap.add_argument("--keep-snapshots", action="store_true",
+                    help="i2v: also keep each EMA snapshot, in fp16, as OUT/snapshot-STEP (to choose among afterwards)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default %(default)s)")
     ap.add_argument("--device", default="cpu",
                     help="cpu (default; the shipped models' recipe), cuda, cuda:N, or auto (a GPU where there is one); "
@@ -909,8 +918,11 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(a.device)
     except (ValueError, RuntimeError) as exc:
         ap.error(str(exc))
-    if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first):
-        ap.error("--recolour, --recolour-inverted and --shift-first are options of i2v")
+    if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first or a.keep_snapshots):
+        ap.error("--recolour, --recolour-inverted, --shift-first and --keep-snapshots are options of i2v")
+    if a.checkpoint_minutes <= 0:
+        ap.error("--checkpoint-minutes must be positive")
+    CKPT_EVERY_S = a.checkpoint_minutes * 60  # read by every training loop
     if (a.start or a.lr is not None) and a.kind not in ("ip2p", "i2v"):
         ap.error("--from and --lr are options of ip2p and i2v")
     if a.start and not (a.start / "unet").is_dir():
@@ -934,7 +946,8 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
-                  recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, device=device,
+                  recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, keep_snapshots=a.keep_snapshots,
+                  device=device,
                   **({} if a.lr is None else dict(lr=a.lr)))
     else:
         if not a.init:
