@@ -4,7 +4,7 @@ backward, AdamW) of the shipped shapes-sd or shapes-ip2p UNet in float32, under 
 
     python benchmarks/shapes_train_precision.py [--kind sd|ip2p] [--batch 32] [--threads 2] [--compile]
 
-The training budget of issue "ShapesWorld" is 60 minutes on 2 CPU cores; the recipes in the model cards
+Each ShapesWorld model should train in 60 minutes on 2 CPU cores; the recipes in the model cards
 are float32. Prints seconds per step (median of the timed steps) and each ratio to float32; a ratio below
 1 would mean more steps in the same budget. bfloat16 autocast uses AMX / AVX-512 BF16 where the CPU has
 them (`lscpu | grep -o 'amx_bf16\\|avx512_bf16'`). torch.compile needs a C++ compiler and takes minutes to
