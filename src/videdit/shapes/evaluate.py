@@ -170,7 +170,7 @@ def circle_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, wor
 
 
 I2V_CLIPS = {"square": square_clips, "circle": circle_clips}
-I2V_HELD_OUT = "held-out-"  # + k: the k-th clip of `held_out_i2v_clips`
+I2V_HELD_OUT = "held-out-"  # + k: the clip of `held_out_i2v_spec(k)`
 
 
 def held_out_i2v_spec(k: int) -> tuple[world.Obj, str, int, tuple[float, float]]:
