@@ -67,6 +67,9 @@ def main(argv=None) -> int:
                              "any background but sky, any direction): per setting, the means over the clips and "
                              "how many clips have blue >= 0.9")
     parser.add_argument("--per-clip", action="store_true", help="with --held-out: also a row per clip")
+    parser.add_argument("--source-colour", default=None, metavar="COLOUR",
+                        help="repaint the source's object in this named colour (the first frame and truth stay "
+                             "blue): which source colours make the edit hard")
     parser.add_argument("--ablation", action="store_true",
                         help="also each injection alone: conv feature only (0.2, 0, 0), spatial Q/K only (0, 0.2, 0)")
     parser.add_argument("--settings", nargs="*", choices=list(SETTINGS), default=None,
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
 
     clips = [f"{I2V_HELD_OUT}{k}" for k in range(args.held_out)] if args.held_out else [args.clip]
     try:
-        captions = [i2v_clips(c, 2)[1].spec.scene.caption for c in clips]
+        captions = [i2v_clips(c, 2, source_colour=args.source_colour)[1].spec.scene.caption for c in clips]
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -89,14 +92,15 @@ def main(argv=None) -> int:
               "has to be trained first")
         return 0
     os.environ.setdefault("VIDEDIT_CACHE_DIR", tempfile.mkdtemp(prefix="videdit-i2v-bench-"))
-    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps)
+    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps, source_colour=args.source_colour)
     if args.guidance is not None:
         common["guidance"] = args.guidance
     if args.negative_prompt is not None:
         common["negative_prompt"] = args.negative_prompt
     print(f"model {args.model}, {args.frames} frames 64x64, {args.steps} steps, {args.inversion_steps} inversion "
           f"steps, guidance {args.guidance or 'default'}, " +
-          (f"prompt {captions[0]!r}" if len(clips) == 1 else f"means over {len(clips)} held-out clips"))
+          (f"prompt {captions[0]!r}" if len(clips) == 1 else f"means over {len(clips)} held-out clips") +
+          (f", source object {args.source_colour}" if args.source_colour else ""))
     passed = " blue>=0.9" if len(clips) > 1 else ""
     print(f"{'setting':28s} {'blue':>5s} {'one':>5s} {'bg':>5s} {'ok':>5s} {'err px':>7s} {'PSNR':>5s} {'s':>6s}{passed}")
 
@@ -109,7 +113,8 @@ def main(argv=None) -> int:
     def per_clip(runs):
         if args.per_clip and len(runs) > 1:
             for clip, r in zip(clips, runs):
-                row(f"  {clip}: {i2v_clips(clip, 2)[0].spec.scene.caption}", [r], float("nan"))
+                row(f"  {clip}: {i2v_clips(clip, 2, source_colour=args.source_colour)[0].spec.scene.caption}", [r],
+                    float("nan"))
 
     names = args.settings if args.settings is not None else [n for n in SETTINGS if args.ablation or n not in ABLATION]
     for name in names:

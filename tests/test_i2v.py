@@ -447,7 +447,8 @@ def test_shapes_i2v_retraces_the_source_from_its_own_first_frame():
 
 def test_held_out_i2v_clips_move_one_recoloured_object_inside_the_frame():
     """The held-out check clips of benchmarks/i2v_shapes.py --held-out: fixed draws, each one non-blue object
-    on a background other than sky, moving 0.2-0.5 widths; the truth is the same clip with the object blue."""
+    on a background other than sky, moving 0.2-0.5 widths; the truth is the same clip with the object blue.
+    --source-colour repaints a check clip's source object and leaves its truth."""
     from videdit.shapes import judge, world
     from videdit.shapes.evaluate import held_out_i2v_spec, i2v_clips
 
@@ -462,3 +463,9 @@ def test_held_out_i2v_clips_move_one_recoloured_object_inside_the_frame():
         assert judge.object_colour(truth.frames[-1], truth.masks[-1, 0]) == "blue"
     with pytest.raises(ValueError, match="held-out-K"):
         i2v_clips("held-out-x", 8)
+    red, truth = i2v_clips("square", 4)
+    purple, same_truth = i2v_clips("square", 4, source_colour="purple")
+    assert judge.object_colour(purple.frames[2], purple.masks[2, 0]) == "purple"
+    assert np.array_equal(purple.masks, red.masks) and np.array_equal(same_truth.frames, truth.frames)
+    with pytest.raises(ValueError, match="other than blue"):
+        i2v_clips("square", 4, source_colour="blue")

@@ -189,13 +189,25 @@ def held_out_i2v_spec(k: int) -> tuple[world.Obj, str, int, tuple[float, float]]
     return obj, background, int(rng.integers(2**31)), (float(end[0] - obj.cx), float(end[1] - obj.cy))
 
 
-def i2v_clips(name: str, n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
-    """(source, blue truth) of an `i2v` check clip: a name of `I2V_CLIPS`, or "held-out-K" (K = 0, 1, ...)."""
+def i2v_clips(name: str, n_frames: int, size: int = world.SIZE,
+              source_colour: str | None = None) -> tuple[world.Clip, world.Clip]:
+    """(source, blue truth) of an `i2v` check clip: a name of `I2V_CLIPS`, or "held-out-K" (K = 0, 1, ...);
+    `source_colour` repaints the source's object (the truth stays blue)."""
+    from dataclasses import replace
+
     if name in I2V_CLIPS:
-        return I2V_CLIPS[name](n_frames, size)
-    if name.startswith(I2V_HELD_OUT) and name[len(I2V_HELD_OUT):].isdigit():
-        return recoloured_clips(*held_out_i2v_spec(int(name[len(I2V_HELD_OUT):])), n_frames, size)
-    raise ValueError(f"unknown i2v clip {name!r}: choose from {', '.join(I2V_CLIPS)} or {I2V_HELD_OUT}K")
+        source, truth = I2V_CLIPS[name](n_frames, size)
+    elif name.startswith(I2V_HELD_OUT) and name[len(I2V_HELD_OUT):].isdigit():
+        source, truth = recoloured_clips(*held_out_i2v_spec(int(name[len(I2V_HELD_OUT):])), n_frames, size)
+    else:
+        raise ValueError(f"unknown i2v clip {name!r}: choose from {', '.join(I2V_CLIPS)} or {I2V_HELD_OUT}K")
+    if source_colour is not None:
+        if source_colour not in world.COLOURS or source_colour == "blue":
+            raise ValueError(f"source colour {source_colour!r}: choose a named colour other than blue")
+        scene = source.spec.scene
+        objects = tuple(replace(o, colour=source_colour) for o in scene.objects)
+        source = world.render_clip(replace(source.spec, scene=replace(scene, objects=objects)), size)
+    return source, truth
 
 
 def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
@@ -229,14 +241,15 @@ def propagation(frames: np.ndarray, truth: world.Clip) -> dict:
 
 
 def i2v_recolour(model, n_frames: int = 16, steps: int = 50, inversion_steps: int = 100, clip: str = "square",
-                 **options) -> dict:
+                 source_colour: str | None = None, **options) -> dict:
     """Method i2v on an `i2v_clips` clip (default `square_clips`): the first frame replaced by the render with the
     object blue, propagated along the source's inverted noise, under `method_options("i2v")`; `options` go to
-    `videdit.edit` (tau_conv, tau_sa, tau_ta, long_clip, ...) and override those. Returns `propagation`'s measures."""
+    `videdit.edit` (tau_conv, tau_sa, tau_ta, long_clip, ...) and override those; `source_colour` repaints the
+    source's object (`i2v_clips`). Returns `propagation`'s measures."""
     from videdit.api import edit
     from videdit.shapes import method_options
 
-    source, truth = i2v_clips(clip, n_frames)
+    source, truth = i2v_clips(clip, n_frames, source_colour=source_colour)
     out = edit(source.frames, truth.spec.scene.caption, method="i2v", model=model, size=world.SIZE, steps=steps,
                inversion_steps=inversion_steps, progress=False, reconstruction=False,
                first_frame_editor=lambda image: truth.frames[0], **{**method_options("i2v", steps), **options})
