@@ -16,11 +16,18 @@ for no injection, the default thresholds, tau_ta = 0, 0.5, 1 (tau_conv = tau_sa 
 tau at 1 (injection in every step). Injection should lower err. Then a 32-frame clip, one long latent
 (direct) against chunks of `--chunk-frames` frames overlapping by `--chunk-overlap` (chunked).
 
+The square and the circle are two hand-picked draws. `--held-out N` runs the same check on the first N
+fixed held-out draws (`videdit.shapes.evaluate.held_out_i2v_spec`: one object of any shape and any colour
+but blue, on any background but sky, moving 0.2-0.5 frame widths in any direction) and prints the means
+and how many clips pass; `--source-colour C` repaints the source's object (the first frame and the truth
+stay blue), to see which source colours make the edit hard.
+
     python benchmarks/i2v_shapes.py                 # the ShapesWorld model shapes-i2v
     python benchmarks/i2v_shapes.py --model DIR     # any I2VGen-XL-class model (a tiny one: plumbing only)
     python benchmarks/i2v_shapes.py --clip circle   # a second clip: a yellow circle moving down-left on sand
     python benchmarks/i2v_shapes.py --ablation      # also each injection alone (conv feature, spatial Q/K)
-    python benchmarks/i2v_shapes.py --held-out 12 --settings none defaults  # means over 12 held-out clips
+    python benchmarks/i2v_shapes.py --held-out 10 --per-clip --frames 8 --no-long --settings none defaults
+    python benchmarks/i2v_shapes.py --frames 8 --no-long --settings none --source-colour purple
 
 Without a ``shapes-i2v`` model the script says so and exits 0.
 """
@@ -50,6 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--inversion-steps", type=int, default=100)
+    parser.add_argument("--start-step", type=int, default=0, help="T': sampling starts from the inverted latent at "
+                                                                  "this step (default %(default)s)")
     parser.add_argument("--guidance", type=float, default=None, help="default: the method's (9)")
     parser.add_argument("--negative-prompt", default=None,
                         help="default: videdit.shapes.method_options('i2v'), the empty prompt; the method's own "
@@ -76,13 +85,24 @@ def main(argv=None) -> int:
                         help="only these settings (default: all but the ablation's, which --ablation adds; "
                              "none listed: only the 32-frame rows)")
     args = parser.parse_args(argv)
+    if not 0 <= args.start_step < args.steps:
+        parser.error(f"--start-step must be in [0, --steps), got {args.start_step}")
+    if args.held_out < 0:
+        parser.error("--held-out N must be >= 0")
+    if args.held_out and args.clip != "square":
+        parser.error("--held-out runs the held-out clips; leave out --clip")
+    if args.per_clip and args.held_out < 2:
+        parser.error("--per-clip needs --held-out N with N >= 2")
+    if args.ablation and args.settings is not None:
+        parser.error("--ablation adds to the default settings; with --settings, list conv_only and spatial_only")
 
     from videdit.i2v import load_i2v
     from videdit.shapes.evaluate import I2V_HELD_OUT, i2v_clips, i2v_recolour
 
     clips = [f"{I2V_HELD_OUT}{k}" for k in range(args.held_out)] if args.held_out else [args.clip]
-    try:
-        captions = [i2v_clips(c, 2, source_colour=args.source_colour)[1].spec.scene.caption for c in clips]
+    try:  # (source, truth) captions
+        captions = [tuple(c.spec.scene.caption for c in i2v_clips(name, 2, source_colour=args.source_colour))
+                    for name in clips]
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -92,14 +112,16 @@ def main(argv=None) -> int:
               "has to be trained first")
         return 0
     os.environ.setdefault("VIDEDIT_CACHE_DIR", tempfile.mkdtemp(prefix="videdit-i2v-bench-"))
-    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps, source_colour=args.source_colour)
+    common = dict(model=model, steps=args.steps, inversion_steps=args.inversion_steps, source_colour=args.source_colour,
+                  start_step=args.start_step)
     if args.guidance is not None:
         common["guidance"] = args.guidance
     if args.negative_prompt is not None:
         common["negative_prompt"] = args.negative_prompt
-    print(f"model {args.model}, {args.frames} frames 64x64, {args.steps} steps, {args.inversion_steps} inversion "
-          f"steps, guidance {args.guidance or 'default'}, " +
-          (f"prompt {captions[0]!r}" if len(clips) == 1 else f"means over {len(clips)} held-out clips") +
+    names = args.settings if args.settings is not None else [n for n in SETTINGS if args.ablation or n not in ABLATION]
+    print(f"model {args.model}, {args.frames if names else 32} frames 64x64, {args.steps} steps, "
+          f"{args.inversion_steps} inversion steps, start step {args.start_step}, guidance {args.guidance or 'default'}, " +
+          (f"prompt {captions[0][1]!r}" if len(clips) == 1 else f"means over {len(clips)} held-out clips") +
           (f", source object {args.source_colour}" if args.source_colour else ""))
     passed = " blue>=0.9" if len(clips) > 1 else ""
     print(f"{'setting':28s} {'blue':>5s} {'one':>5s} {'bg':>5s} {'ok':>5s} {'err px':>7s} {'PSNR':>5s} {'s':>6s}{passed}")
@@ -112,11 +134,9 @@ def main(argv=None) -> int:
 
     def per_clip(runs):
         if args.per_clip and len(runs) > 1:
-            for clip, r in zip(clips, runs):
-                row(f"  {clip}: {i2v_clips(clip, 2, source_colour=args.source_colour)[0].spec.scene.caption}", [r],
-                    float("nan"))
+            for clip, (caption, _), r in zip(clips, captions, runs):
+                row(f"  {clip}: {caption}", [r], float("nan"))
 
-    names = args.settings if args.settings is not None else [n for n in SETTINGS if args.ablation or n not in ABLATION]
     for name in names:
         conv, sa, ta = SETTINGS[name]
         t0 = time.perf_counter()

@@ -2,10 +2,10 @@
 backward, AdamW) of the shipped shapes-sd or shapes-ip2p UNet in float32, under bfloat16 autocast, and
 (with --compile) after torch.compile, all measured in this run on the same batch.
 
-    python benchmarks/shapes_train_precision.py [--kind sd|ip2p] [--batch 32] [--threads 2] [--compile]
+    python benchmarks/shapes_train_precision.py [--kind sd|ip2p] [--batch 32] [--steps 6] [--threads 2] [--compile]
 
-Each ShapesWorld model should train in 60 minutes on 2 CPU cores; the recipes in the model cards
-are float32. Prints seconds per step (median of the timed steps) and each ratio to float32; a ratio below
+shapes-sd and shapes-ip2p should each train in 60 minutes on 2 CPU cores; the recipes in their model
+cards are float32. Prints seconds per step (median of the timed steps) and each ratio to float32; a ratio below
 1 would mean more steps in the same budget. bfloat16 autocast uses AMX / AVX-512 BF16 where the CPU has
 them (`lscpu | grep -o 'amx_bf16\\|avx512_bf16'`). torch.compile needs a C++ compiler and takes minutes to
 compile the first step, which is not counted.

@@ -149,27 +149,32 @@ def test_i2v_trainer_writes_a_model_method_i2v_loads(tmp_path):
 
 
 @need_sd
-def test_i2v_trainer_keeps_numbered_snapshots_when_asked(tmp_path, monkeypatch):
+def test_i2v_trainer_keeps_numbered_snapshots_when_asked(tmp_path, monkeypatch, capsys):
     """`--checkpoint-minutes` sets how often a run checkpoints, and `--keep-snapshots` keeps each EMA snapshot
-    as a loadable fp16 folder named by its step; the next run without the flag checkpoints at the default."""
+    as a loadable fp16 folder named by its step; a resumed run without them checkpoints at the default
+    interval again and keeps no numbered snapshot."""
     from videdit.i2v import load_i2v
     from videdit.shapes import train
 
     monkeypatch.setattr(train, "CKPT_EVERY_S", train.CKPT_EVERY_S)
     out = tmp_path / "run"
-    train.main(["i2v", "--out", str(out), "--init", str(SD), "--steps", "2", "--batch", "1", "--threads", "1",
-                "--checkpoint-minutes", "1e-6", "--keep-snapshots"])
+    common = ["i2v", "--out", str(out), "--init", str(SD), "--batch", "1", "--threads", "1"]
+    train.main(common + ["--steps", "2", "--checkpoint-minutes", "1e-6", "--keep-snapshots"])
     snapshots = sorted(d.name for d in out.glob("snapshot-*"))
     assert snapshots == ["snapshot-000001", "snapshot-000002"], snapshots
     model = load_i2v(str(out / snapshots[-1]), device="cpu")
     assert next(model.unet.parameters()).dtype == torch.float32  # fp16 on disk, float32 on the CPU
     assert train.CKPT_EVERY_S < 1
-    with pytest.raises(SystemExit):
-        train.main(["sd", "--out", str(tmp_path / "sd"), "--keep-snapshots"])
-    with pytest.raises(SystemExit):
-        train.main(["vae", "--out", str(tmp_path / "vae"), "--steps", "1", "--checkpoint-minutes", "0"])
-    train.main(["vae", "--out", str(tmp_path / "vae"), "--steps", "1", "--batch", "2", "--threads", "1"])
+    train.main(common + ["--steps", "3"])  # resumes at step 2: one more step
+    assert sorted(d.name for d in out.glob("snapshot-*")) == snapshots
     assert train.CKPT_EVERY_S == train.CHECKPOINT_MINUTES * 60
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train.main(["sd", "--out", str(tmp_path / "sd"), "--vae", str(tmp_path), "--keep-snapshots"])
+    assert "--keep-snapshots are options of i2v" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["vae", "--out", str(tmp_path / "vae"), "--checkpoint-minutes", "0"])
+    assert "--checkpoint-minutes must be positive" in capsys.readouterr().err
 
 
 @need_sd

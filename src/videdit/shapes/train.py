@@ -905,7 +905,8 @@ def main(argv: list[str] | None = None) -> None:
                          "train_i2v)")
     ap.add_argument("--lr", type=float, default=None, help="ip2p, i2v: peak learning rate (default 4e-4 for ip2p, 5e-4 for i2v)")
     ap.add_argument("--checkpoint-minutes", type=float, default=CHECKPOINT_MINUTES, metavar="M",
-                    help="write the resumable checkpoint (and the EMA snapshot) every M minutes (default %(default)s)")
+                    help="write the resumable checkpoint every M minutes, and for sd, ip2p and i2v the EMA snapshot "
+                         "(default %(default)s)")
     ap.add_argument("--keep-snapshots", action="store_true",
                     help="i2v: also keep each EMA snapshot, in fp16, as OUT/snapshot-STEP (to choose among afterwards)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default %(default)s)")
@@ -922,7 +923,6 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--recolour, --recolour-inverted, --shift-first and --keep-snapshots are options of i2v")
     if a.checkpoint_minutes <= 0:
         ap.error("--checkpoint-minutes must be positive")
-    CKPT_EVERY_S = a.checkpoint_minutes * 60  # read by every training loop
     if (a.start or a.lr is not None) and a.kind not in ("ip2p", "i2v"):
         ap.error("--from and --lr are options of ip2p and i2v")
     if a.start and not (a.start / "unet").is_dir():
@@ -932,6 +932,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.seed >= HELD_OUT_SEED:
         ap.error(f"--seed must be below {HELD_OUT_SEED} (that stream is held out for evaluation)")
     a.out.mkdir(parents=True, exist_ok=True)
+    CKPT_EVERY_S = a.checkpoint_minutes * 60  # read by every training loop
     if a.kind == "vae":
         if a.init:  # decoder-only second stage on whole frames
             train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init, device=device)
