@@ -133,7 +133,7 @@ def main(argv=None) -> int:
               f"{mean['centroid_error_px']:7.2f} {mean['psnr']:5.1f} {seconds:6.1f}{tail}", flush=True)
 
     def per_clip(runs):
-        if args.per_clip and len(runs) > 1:
+        if args.per_clip:  # the parser admits it with two or more clips only
             for clip, (caption, _), r in zip(clips, captions, runs):
                 row(f"  {clip}: {caption}", [r], float("nan"))
 
