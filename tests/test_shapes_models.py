@@ -175,6 +175,12 @@ def test_i2v_trainer_keeps_numbered_snapshots_when_asked(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit):
         train.main(["vae", "--out", str(tmp_path / "vae"), "--checkpoint-minutes", "0"])
     assert "--checkpoint-minutes must be positive" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(common + ["--twin-colours", "warm-cool"])
+    assert "--twin-colours needs --recolour P" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["sd", "--out", str(tmp_path / "sd"), "--vae", str(tmp_path), "--twin-colours", "warm-cool"])
+    assert "--twin-colours" in capsys.readouterr().err
 
 
 @need_sd

@@ -129,6 +129,28 @@ def test_recoloured_twin_changes_only_the_objects_colours():
     assert captions0 == [w.random_clip(rng, n_frames=4, speed=(0.02, 0.09)).scene.caption for _ in range(4)]
 
 
+def test_warm_cool_twins_cross_the_colour_divide():
+    """--twin-colours warm-cool: every warm object's twin is cool and every other object's twin is warm, with the
+    shape, place and motion kept; the default palette still reaches every other colour."""
+    from videdit.shapes.train import COOL, WARM, recoloured
+
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    specs = [w.random_clip(rng, n_frames=2) for _ in range(60)]
+    twins = [recoloured(rng, s, "warm-cool") for s in specs]
+    for s, tw in zip(specs, twins):  # with the source colours put back, the twin is the clip itself
+        back = tuple(replace(t, colour=o.colour) for o, t in zip(s.scene.objects, tw.scene.objects))
+        assert replace(tw, scene=replace(tw.scene, objects=back)) == s
+    pairs = [(o, t) for s, tw in zip(specs, twins) for o, t in zip(s.scene.objects, tw.scene.objects)]
+    assert {o.colour for o, _ in pairs} == set(w.COLOURS)  # every source colour was tried
+    for o, t in pairs:
+        assert (t.colour in COOL) if o.colour in WARM else (t.colour in WARM)
+    anywhere = {t.colour for s in specs for t in recoloured(rng, s).scene.objects}
+    assert anywhere - set(WARM) - set(COOL)  # "any" also gives black, which warm-cool never does
+    assert "black" not in {t.colour for _, t in pairs}
+
+
 def test_displaced_first_frame_keeps_the_objects_looks_and_moves_them():
     """--shift-first: a displaced first frame has the clip's background and objects (same shapes, colours and
     sizes, inside the frame) at other places within I2V_SHIFT frame widths; the clip itself is unchanged."""

@@ -584,16 +584,16 @@ class ClipBatch(NamedTuple):
 
 
 def clip_batch(rng: np.random.Generator, n: int, n_frames: int, speed: tuple[float, float] = I2V_SPEED,
-               recolour: float = 0.0, shift_first: float = 0.0) -> ClipBatch:
+               recolour: float = 0.0, shift_first: float = 0.0, twin_colours: str = "any") -> ClipBatch:
     """`n` random ShapesWorld clips of `n_frames` frames with their captions and object masks. Movers travel
     `speed` (low, high) frame widths per frame. With probability `recolour` a clip gets a twin, the same
-    clip with every object in another colour (`recoloured`); with probability `shift_first` its
+    clip with every object in another colour (`recoloured`, its `palette` = `twin_colours`); with probability `shift_first` its
     conditioning first frame shows the objects displaced (`displaced`). Without either augmentation no
     random number is drawn for it, so runs without it keep their random stream."""
     specs = [world.random_clip(rng, n_frames=n_frames, speed=speed) for _ in range(n)]
     clips = [world.render_clip(s) for s in specs]
     swapped = rng.random(n) < recolour if recolour > 0 else np.zeros(n, bool)
-    twins = [world.render_clip(recoloured(rng, s)).frames if w else c.frames for s, c, w in zip(specs, clips, swapped)]
+    twins = [world.render_clip(recoloured(rng, s, twin_colours)).frames if w else c.frames for s, c, w in zip(specs, clips, swapped)]
     shifted = rng.random(n) < shift_first if shift_first > 0 else np.zeros(n, bool)
     firsts = [world.render_frame(displaced(rng, s), 0)[0] if m else c.frames[0] for s, c, m in zip(specs, clips, shifted)]
     return ClipBatch(np.stack([c.frames for c in clips]), [s.scene.caption for s in specs],
@@ -613,12 +613,26 @@ def displaced(rng: np.random.Generator, spec: world.ClipSpec, reach: float = I2V
     return replace(spec, scene=replace(spec.scene, objects=tuple(move(o) for o in spec.scene.objects)))
 
 
-def recoloured(rng: np.random.Generator, spec: world.ClipSpec) -> world.ClipSpec:
-    """The same clip (scene, motions, background) with every object in another named colour."""
+# Twin palettes of the recolour augmentation. Method i2v repaints warm-coloured objects worst: the inverted
+# noise of a red, orange or yellow square pulls it back to its colour harder than an edited blue first frame
+# pulls it to blue, while purple, white and green squares are carried blue (the shapes-i2v card). "warm-cool"
+# therefore gives every twin the other side of that divide.
+WARM, COOL = ("red", "orange", "yellow"), ("blue", "purple", "green", "white")
+TWIN_COLOURS = ("any", "warm-cool")
+
+
+def recoloured(rng: np.random.Generator, spec: world.ClipSpec, palette: str = "any") -> world.ClipSpec:
+    """The same clip (scene, motions, background) with every object in another named colour: any other one
+    (`palette` "any"), or with "warm-cool" a cool one (COOL) for a warm object (WARM) and a warm one for any
+    other (a cool or black object)."""
     from dataclasses import replace
 
-    objects = tuple(replace(o, colour=str(rng.choice([c for c in world.COLOURS if c != o.colour])))
-                    for o in spec.scene.objects)
+    def other(colour: str) -> str:
+        if palette == "warm-cool":
+            return str(rng.choice(COOL if colour in WARM else WARM))
+        return str(rng.choice([c for c in world.COLOURS if c != colour]))
+
+    objects = tuple(replace(o, colour=other(o.colour)) for o in spec.scene.objects)
     return replace(spec, scene=replace(spec.scene, objects=objects))
 
 
@@ -672,7 +686,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
               n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
               object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
               recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0,
-              shift_first: float = 0.0, keep_snapshots: bool = False,
+              shift_first: float = 0.0, keep_snapshots: bool = False, twin_colours: str = "any",
               device: torch.device = torch.device("cpu")) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
@@ -753,7 +767,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 
     def sample(rng, n):
         clips, captions, on_object, twins, swapped, firsts, shifted = clip_batch(rng, n, n_frames, speed, recolour,
-                                                                                 shift_first)
+                                                                                 shift_first, twin_colours)
         captions = ["" if rng.random() < p_drop else c for c in captions]
         with torch.no_grad():
             frames = to_tensor(clips.reshape(-1, *clips.shape[2:])).to(device)
@@ -900,6 +914,9 @@ def main(argv: list[str] | None = None) -> None:
                          "encoder) from this pipeline folder of the same kind")
     ap.add_argument("--recolour-inverted", type=int, default=0, metavar="K",
                     help="i2v: the --recolour twins' inputs are latents of their own K-step DDIM inversion (see train_i2v)")
+    ap.add_argument("--twin-colours", choices=TWIN_COLOURS, default="any",
+                    help="i2v: the colours of the --recolour twins: any other colour (default), or warm-cool: a cool "
+                         "one for a red, orange or yellow object and a warm one for any other (see recoloured)")
     ap.add_argument("--shift-first", type=float, default=0.0, metavar="P",
                     help="i2v: probability that a clip's conditioning first frame shows its objects displaced (see "
                          "train_i2v)")
@@ -919,14 +936,17 @@ def main(argv: list[str] | None = None) -> None:
         device = resolve_device(a.device)
     except (ValueError, RuntimeError) as exc:
         ap.error(str(exc))
-    if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first or a.keep_snapshots):
-        ap.error("--recolour, --recolour-inverted, --shift-first and --keep-snapshots are options of i2v")
+    if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first or a.keep_snapshots
+                            or a.twin_colours != "any"):
+        ap.error("--recolour, --recolour-inverted, --twin-colours, --shift-first and --keep-snapshots are options of i2v")
     if a.checkpoint_minutes <= 0:
         ap.error("--checkpoint-minutes must be positive")
     if (a.start or a.lr is not None) and a.kind not in ("ip2p", "i2v"):
         ap.error("--from and --lr are options of ip2p and i2v")
     if a.start and not (a.start / "unet").is_dir():
         ap.error(f"--from {a.start}: no unet/ folder there (expected a pipeline folder of the same kind)")
+    if a.twin_colours != "any" and not a.recolour:
+        ap.error("--twin-colours needs --recolour P (the share of clips that get a twin)")
     if a.recolour_inverted and not a.recolour:
         ap.error("--recolour-inverted K needs --recolour P (the share of clips that get an inverted twin)")
     if a.seed >= HELD_OUT_SEED:
@@ -948,7 +968,7 @@ def main(argv: list[str] | None = None) -> None:
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
                   recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, keep_snapshots=a.keep_snapshots,
-                  device=device,
+                  twin_colours=a.twin_colours, device=device,
                   **({} if a.lr is None else dict(lr=a.lr)))
     else:
         if not a.init:
