@@ -149,14 +149,12 @@ def test_i2v_trainer_writes_a_model_method_i2v_loads(tmp_path):
 
 
 @need_sd
-def test_i2v_trainer_keeps_numbered_snapshots_when_asked(tmp_path, monkeypatch, capsys):
+def test_i2v_trainer_keeps_numbered_snapshots_when_asked(tmp_path, capsys):
     """`--checkpoint-minutes` sets how often a run checkpoints, and `--keep-snapshots` keeps each EMA snapshot
-    as a loadable fp16 folder named by its step; a resumed run without them checkpoints at the default
-    interval again and keeps no numbered snapshot."""
+    as a loadable fp16 folder named by its step; a resumed run without them keeps no numbered snapshot."""
     from videdit.i2v import load_i2v
     from videdit.shapes import train
 
-    monkeypatch.setattr(train, "CKPT_EVERY_S", train.CKPT_EVERY_S)
     out = tmp_path / "run"
     common = ["i2v", "--out", str(out), "--init", str(SD), "--batch", "1", "--threads", "1"]
     train.main(common + ["--steps", "2", "--checkpoint-minutes", "1e-6", "--keep-snapshots"])
@@ -164,10 +162,8 @@ def test_i2v_trainer_keeps_numbered_snapshots_when_asked(tmp_path, monkeypatch, 
     assert snapshots == ["snapshot-000001", "snapshot-000002"], snapshots
     model = load_i2v(str(out / snapshots[-1]), device="cpu")
     assert next(model.unet.parameters()).dtype == torch.float32  # fp16 on disk, float32 on the CPU
-    assert train.CKPT_EVERY_S < 1
     train.main(common + ["--steps", "3"])  # resumes at step 2: one more step
     assert sorted(d.name for d in out.glob("snapshot-*")) == snapshots
-    assert train.CKPT_EVERY_S == train.CHECKPOINT_MINUTES * 60
     capsys.readouterr()
     with pytest.raises(SystemExit):
         train.main(["sd", "--out", str(tmp_path / "sd"), "--vae", str(tmp_path), "--keep-snapshots"])
@@ -244,6 +240,27 @@ def test_ip2p_trainer_is_reproducible_from_its_seed(tmp_path):
     b, c = run("b", 5), run("c", 6)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert max((a[k] - c[k]).abs().max().item() for k in a) > 1e-6
+
+
+def test_budget_says_when_a_checkpoint_is_due(monkeypatch):
+    """Every training loop checkpoints when `Budget.checkpoint_due` says so: once per interval, the clock
+    restarting each time it says yes; the wall-time budget counts time spent before a resume."""
+    from videdit.shapes import train
+
+    now = [1000.0]
+    monkeypatch.setattr(train.time, "time", lambda: now[0])
+    b = train.Budget(minutes=10, steps=None, elapsed=120.0, checkpoint_minutes=1)
+    now[0] += 30
+    assert not b.checkpoint_due() and b.elapsed == 150.0
+    now[0] += 31
+    assert b.checkpoint_due() and not b.checkpoint_due()
+    now[0] += 59
+    assert not b.checkpoint_due()
+    now[0] += 2
+    assert b.checkpoint_due()
+    assert not b.done(0) and b.frac(0) == pytest.approx((120 + 30 + 31 + 59 + 2) / 600)
+    now[0] += 600
+    assert b.done(0)
 
 
 def test_terminal_weighting_keeps_weight_where_only_the_condition_informs():

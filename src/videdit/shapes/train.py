@@ -39,7 +39,6 @@ from videdit.shapes import world
 
 HELD_OUT_SEED = 10**6  # evaluation draws from this stream; training seeds stay below it
 CHECKPOINT_MINUTES = 5.0  # default of --checkpoint-minutes
-CKPT_EVERY_S = CHECKPOINT_MINUTES * 60  # as set by the last `main` call
 
 
 # ----------------------------------------------------------------------------- model configs (one source of truth)
@@ -112,10 +111,20 @@ def held_out_images(n: int) -> np.ndarray:
 
 
 class Budget:
-    """Stops a run after `minutes` of wall time (counting time spent before a resume) or `steps` steps."""
+    """Stops a run after `minutes` of wall time (counting time spent before a resume) or `steps` steps, and
+    says when the next checkpoint is due (every `checkpoint_minutes`)."""
 
-    def __init__(self, minutes: float, steps: int | None, elapsed: float = 0.0):
+    def __init__(self, minutes: float, steps: int | None, elapsed: float = 0.0,
+                 checkpoint_minutes: float = CHECKPOINT_MINUTES):
         self.seconds, self.steps, self.start = minutes * 60, steps, time.time() - elapsed
+        self.checkpoint_s, self.last_checkpoint = checkpoint_minutes * 60, time.time()
+
+    def checkpoint_due(self) -> bool:
+        """True once every `checkpoint_minutes` (the clock restarts when it says so)."""
+        if time.time() - self.last_checkpoint <= self.checkpoint_s:
+            return False
+        self.last_checkpoint = time.time()
+        return True
 
     @property
     def elapsed(self) -> float:
@@ -208,7 +217,7 @@ def v_target(abar: torch.Tensor, t: torch.Tensor, z0: torch.Tensor, noise: torch
 
 # ----------------------------------------------------------------------------- VAE
 
-def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6, init: Path | None = None, device: torch.device = torch.device("cpu")) -> None:
+def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: int = 16, lr: float = 2e-3, kl_weight: float = 1e-6, init: Path | None = None, checkpoint_minutes: float = CHECKPOINT_MINUTES, device: torch.device = torch.device("cpu")) -> None:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -229,7 +238,7 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
     if ck:
         vae.load_state_dict(ck["model"]), opt.load_state_dict(ck["opt"])
         step, elapsed, rng = ck["step"], ck["elapsed"], ck["rng"]
-    budget, last_ckpt = Budget(minutes, steps, elapsed), time.time()
+    budget = Budget(minutes, steps, elapsed, checkpoint_minutes)
     vae.train()
     while not budget.done(step):
         for g in opt.param_groups:
@@ -247,9 +256,8 @@ def train_vae(out: Path, seed: int, minutes: float, steps: int | None, batch: in
         step += 1
         if step % 50 == 0:
             log(out, kind="vae", step=step, s=round(budget.elapsed), mse=round(mse.item(), 5), psnr_train=round(10 * math.log10(4 / mse.item()), 2))
-        if time.time() - last_ckpt > CKPT_EVERY_S:
+        if budget.checkpoint_due():
             save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
-            last_ckpt = time.time()
     save_ckpt(out, dict(model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
     vae.eval().to("cpu")
     scale = latent_scaling_factor(vae) if init is None else vae.config.scaling_factor
@@ -341,7 +349,7 @@ def ddim_scheduler(prediction: str = "epsilon"):
 
 # ----------------------------------------------------------------------------- diffusion training (shared loop)
 
-def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon", terminal: bool = False, device: torch.device = torch.device("cpu")) -> int:
+def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sample_batch, seed: int, minutes: float, steps: int | None, lr: float, batch: int, on_ckpt=None, prediction: str = "epsilon", terminal: bool = False, checkpoint_minutes: float = CHECKPOINT_MINUTES, device: torch.device = torch.device("cpu")) -> int:
     """Epsilon- or v-prediction training with min-SNR weights, gradient clipping and EMA; returns the step count.
 
     `sample_batch(rng, n)` returns (clean scaled latents z0, unet extra input or None, encoder_hidden_states),
@@ -366,7 +374,7 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         opt.load_state_dict(ck["opt"])
         ema, step, elapsed, rng = ck["ema"], ck["step"], ck["elapsed"], ck["rng"]
     gen = torch.Generator().manual_seed(seed + step)
-    budget, last_ckpt = Budget(minutes, steps, elapsed), time.time()
+    budget = Budget(minutes, steps, elapsed, checkpoint_minutes)
 
     def checkpoint():
         save_ckpt(out, dict(models={n: modules[n].state_dict() for n in trainable}, ema=ema, opt=opt.state_dict(), step=step, elapsed=budget.elapsed, rng=rng))
@@ -397,9 +405,8 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         if step % 50 == 0:
             log(out, kind=kind, step=step, s=round(budget.elapsed), loss=round(torch.stack(running).mean().item(), 4), lr=opt.param_groups[0]["lr"])
             running = []
-        if time.time() - last_ckpt > CKPT_EVERY_S:
+        if budget.checkpoint_due():
             checkpoint()
-            last_ckpt = time.time()
             if on_ckpt:
                 on_ckpt(ema, step)
     checkpoint()
@@ -428,7 +435,7 @@ def save_pipeline(pipe, out: Path, name: str) -> None:
 
 # ----------------------------------------------------------------------------- shapes-sd
 
-def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: Path, batch: int = 32, lr: float = 6e-4, drop_caption: float = 0.1, device: torch.device = torch.device("cpu")) -> None:
+def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: Path, batch: int = 32, lr: float = 6e-4, drop_caption: float = 0.1, checkpoint_minutes: float = CHECKPOINT_MINUTES, device: torch.device = torch.device("cpu")) -> None:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
     vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False).to(device)
@@ -453,7 +460,7 @@ def train_sd(out: Path, seed: int, minutes: float, steps: int | None, vae_dir: P
         build = lambda: StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build)
 
-    n_steps = diffusion_loop(out, "sd", modules, ["unet", "text_encoder"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=snapshot, device=device)
+    n_steps = diffusion_loop(out, "sd", modules, ["unet", "text_encoder"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=snapshot, checkpoint_minutes=checkpoint_minutes, device=device)
     vae.to("cpu")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=ddim_scheduler(), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     save_pipeline(pipe, out, "pipeline")
@@ -524,7 +531,7 @@ def ip2p_unet_from(sd_unet):
     return unet
 
 
-def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction", terminal: bool = True, start: Path | None = None, device: torch.device = torch.device("cpu")) -> None:
+def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 32, lr: float = 4e-4, p_drop: float = 0.05, prediction: str = "v_prediction", terminal: bool = True, start: Path | None = None, checkpoint_minutes: float = CHECKPOINT_MINUTES, device: torch.device = torch.device("cpu")) -> None:
     """InstructPix2Pix training (Brooks et al. 2023, sec. 3.2) from the shapes-sd UNet.
 
     v prediction by default: with epsilon prediction the source latent c_I barely lowers the loss at high
@@ -551,7 +558,7 @@ def train_ip2p(out: Path, seed: int, minutes: float, steps: int | None, init_dir
     def build():
         return StableDiffusionInstructPix2PixPipeline(vae=vae, text_encoder=text_encoder, tokenizer=sd.tokenizer, unet=unet, scheduler=ddim_scheduler(prediction), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
-    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction, terminal=terminal, device=device)
+    n_steps = diffusion_loop(out, "ip2p", modules, ["unet"], sample_batch, seed, minutes, steps, lr, batch, on_ckpt=lambda ema, step: _save_ema_snapshot(out, "pipeline-snapshot", modules, ema, build), prediction=prediction, terminal=terminal, checkpoint_minutes=checkpoint_minutes, device=device)
     vae.to("cpu"), text_encoder.to("cpu")
     save_pipeline(build(), out, "pipeline")
     log(out, kind="ip2p", saved=str(out / "pipeline"), steps=n_steps)
@@ -687,7 +694,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
               object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
               recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0,
               shift_first: float = 0.0, keep_snapshots: bool = False, twin_colours: str = "any",
-              device: torch.device = torch.device("cpu")) -> None:
+              checkpoint_minutes: float = CHECKPOINT_MINUTES, device: torch.device = torch.device("cpu")) -> None:
     """I2VGen-XL classes on ShapesWorld clips: VAE, tokenizer and text encoder of shapes-sd (frozen);
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
@@ -819,7 +826,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         opt.load_state_dict(ck["opt"])
         ema, step, elapsed, rng = ck["ema"], ck["step"], ck["elapsed"], ck["rng"]
     gen = torch.Generator().manual_seed(seed + step)
-    budget, last_ckpt = Budget(minutes, steps, elapsed), time.time()
+    budget = Budget(minutes, steps, elapsed, checkpoint_minutes)
 
     def checkpoint():
         save_ckpt(out, dict(models={n: m.state_dict() for n, m in trainable.items()}, ema=ema, opt=opt.state_dict(),
@@ -870,12 +877,11 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
         if step % 25 == 0:
             log(out, kind="i2v", step=step, s=round(budget.elapsed), loss=round(torch.stack(running).mean().item(), 4), lr=opt.param_groups[0]["lr"])
             running = []
-        if time.time() - last_ckpt > CKPT_EVERY_S:
+        if budget.checkpoint_due():
             checkpoint()
             write("pipeline-snapshot")
             if keep_snapshots:  # numbered copies, to choose among afterwards
                 write(f"snapshot-{step:06d}", dtype=torch.float16)
-            last_ckpt = time.time()
     checkpoint()
     for m in (vae, text_encoder, unet, image_encoder):
         m.eval().to("cpu")
@@ -887,7 +893,6 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 # ----------------------------------------------------------------------------- entry point
 
 def main(argv: list[str] | None = None) -> None:
-    global CKPT_EVERY_S
     ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model (CPU or GPU).")
     ap.add_argument("kind", choices=["vae", "sd", "ip2p", "i2v"])
     ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, and the result: vae/ or pipeline/ + pipeline-fp16/)")
@@ -952,29 +957,29 @@ def main(argv: list[str] | None = None) -> None:
     if a.seed >= HELD_OUT_SEED:
         ap.error(f"--seed must be below {HELD_OUT_SEED} (that stream is held out for evaluation)")
     a.out.mkdir(parents=True, exist_ok=True)
-    CKPT_EVERY_S = a.checkpoint_minutes * 60  # read by every training loop
+    run = dict(checkpoint_minutes=a.checkpoint_minutes, device=device)  # options of every kind
     if a.kind == "vae":
         if a.init:  # decoder-only second stage on whole frames
-            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init, device=device)
+            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 8, lr=5e-4, init=a.init, **run)
         else:
-            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16, device=device)
+            train_vae(a.out, a.seed, a.minutes, a.steps, batch=a.batch or 16, **run)
     elif a.kind == "sd":
         if not a.vae:
             ap.error("sd needs --vae DIR (the vae/ folder written by the vae run)")
-        train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32, device=device)
+        train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32, **run)
     elif a.kind == "i2v":
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
                   recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, keep_snapshots=a.keep_snapshots,
-                  twin_colours=a.twin_colours, device=device,
+                  twin_colours=a.twin_colours, **run,
                   **({} if a.lr is None else dict(lr=a.lr)))
     else:
         if not a.init:
             ap.error("ip2p needs --init DIR (the shapes-sd pipeline folder)")
         train_ip2p(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 32, prediction=a.prediction,
-                   terminal=a.weighting == "terminal", start=a.start, device=device,
+                   terminal=a.weighting == "terminal", start=a.start, **run,
                    **({} if a.lr is None else dict(lr=a.lr)))
 
 
