@@ -150,13 +150,10 @@ def recoloured_clips(obj: world.Obj, background: str, bg_seed: int, travel: tupl
                      size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
     """One object moving `travel` (frame widths, x and y) in `n_frames` frames, and the same clip with the
     object blue: the exact edit of the first frame and the ground truth of the rest."""
-    from dataclasses import replace
-
     scene = world.Scene((obj,), background=background, bg_seed=bg_seed)
     steps = max(n_frames - 1, 1)
     spec = world.ClipSpec(scene, (world.Motion("linear", vx=travel[0] / steps, vy=travel[1] / steps),), n_frames=n_frames)
-    blue = world.ClipSpec(replace(scene, objects=(replace(obj, colour="blue"),)), spec.motions, n_frames)
-    return world.render_clip(spec, size), world.render_clip(blue, size)
+    return world.render_clip(spec, size), world.render_clip(world.repainted(spec, lambda _: "blue"), size)
 
 
 def square_clips(n_frames: int, size: int = world.SIZE) -> tuple[world.Clip, world.Clip]:
@@ -193,8 +190,6 @@ def i2v_clips(name: str, n_frames: int, size: int = world.SIZE,
               source_colour: str | None = None) -> tuple[world.Clip, world.Clip]:
     """(source, blue truth) of an `i2v` check clip: a name of `I2V_CLIPS`, or "held-out-K" (K = 0, 1, ...);
     `source_colour` repaints the source's object (the truth stays blue)."""
-    from dataclasses import replace
-
     if name in I2V_CLIPS:
         source, truth = I2V_CLIPS[name](n_frames, size)
     elif name.startswith(I2V_HELD_OUT) and name[len(I2V_HELD_OUT):].isdigit():
@@ -204,9 +199,7 @@ def i2v_clips(name: str, n_frames: int, size: int = world.SIZE,
     if source_colour is not None:
         if source_colour not in world.COLOURS or source_colour == "blue":
             raise ValueError(f"source colour {source_colour!r}: choose a named colour other than blue")
-        scene = source.spec.scene
-        objects = tuple(replace(o, colour=source_colour) for o in scene.objects)
-        source = world.render_clip(replace(source.spec, scene=replace(scene, objects=objects)), size)
+        source = world.render_clip(world.repainted(source.spec, lambda _: source_colour), size)
     return source, truth
 
 

@@ -632,15 +632,12 @@ def recoloured(rng: np.random.Generator, spec: world.ClipSpec, palette: str = "a
     """The same clip (scene, motions, background) with every object in another named colour: any other one
     (`palette` "any"), or with "warm-cool" a cool one (COOL) for a warm object (WARM) and a warm one for any
     other (a cool or black object)."""
-    from dataclasses import replace
-
     def other(colour: str) -> str:
         if palette == "warm-cool":
             return str(rng.choice(COOL if colour in WARM else WARM))
         return str(rng.choice([c for c in world.COLOURS if c != colour]))
 
-    objects = tuple(replace(o, colour=other(o.colour)) for o in spec.scene.objects)
-    return replace(spec, scene=replace(spec.scene, objects=objects))
+    return world.repainted(spec, other)
 
 
 # The recolour augmentation of `train_i2v` acts at t >= RECOLOUR_MIN_T only: there alpha_t / sigma_t <= 1 on

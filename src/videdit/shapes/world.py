@@ -87,6 +87,13 @@ class ClipSpec:
     pan: float = 0.0  # camera pan, widths per frame (positive: camera moves right, world moves left)
 
 
+def repainted(spec: ClipSpec, colour_of) -> ClipSpec:
+    """The same clip (scene, motions, background, pan) with each object's colour name c replaced by
+    `colour_of(c)`."""
+    objects = tuple(replace(o, colour=colour_of(o.colour)) for o in spec.scene.objects)
+    return replace(spec, scene=replace(spec.scene, objects=objects))
+
+
 @dataclass
 class Clip:
     frames: np.ndarray  # (T, H, W, 3) uint8
