@@ -687,7 +687,7 @@ def inverted_twin(v_fn, z_twin: torch.Tensor, steps: int, rng: np.random.Generat
 
 
 def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
-              n_frames: int = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
+              n_frames: int | tuple[int, ...] = 8, lr: float = 5e-4, p_drop: float = 0.1, terminal: bool = True,
               object_weight: float = 4.0, speed: tuple[float, float] = I2V_SPEED, recolour: float = 0.0,
               recolour_min_t: int = RECOLOUR_MIN_T, start: Path | None = None, recolour_inverted: int = 0,
               shift_first: float = 0.0, keep_snapshots: bool = False, twin_colours: str = "any",
@@ -696,7 +696,8 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     a small CLIP image encoder and the 3D UNet trained jointly, with v-prediction on the zero-terminal-SNR
     schedule of I2VGen-XL and min-SNR weights with a floor at SNR = 0 (`min_snr_weight(terminal=True)`:
     a first run with w = min(SNR, 5) / (SNR + 1), which gives the terminal step no weight, learned the
-    backgrounds in 90 minutes but not to copy even the first frame's objects). Objects cover a few
+    backgrounds in 90 minutes but not to copy even the first frame's objects). Clips have `n_frames` frames,
+    or, given several lengths, a length drawn for each step. Objects cover a few
     latent pixels of a textured frame, so the loss weighs latent pixels that touch an object
     `1 + object_weight` times. Movers travel `speed` frame widths per frame (`I2V_SPEED`). Captions and
     image embeddings are dropped independently with probability `p_drop` for classifier-free guidance.
@@ -769,7 +770,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
             hidden = text_encoder(ids.to(device), output_hidden_states=True).hidden_states[-2]
             return getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
 
-    def sample(rng, n):
+    def sample(rng, n, n_frames):
         clips, captions, on_object, twins, swapped, firsts, shifted = clip_batch(rng, n, n_frames, speed, recolour,
                                                                                  shift_first, twin_colours)
         captions = ["" if rng.random() < p_drop else c for c in captions]
@@ -836,10 +837,12 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 
     unet.train(), image_encoder.train()
     running = []
+    lengths = (n_frames,) if isinstance(n_frames, int) else tuple(n_frames)
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
-        z0, z_twin, image_latents, ids, pixels, keep_image, pixel_weight, twin_condition = sample(rng, batch)
+        length = lengths[0] if len(lengths) == 1 else int(rng.choice(lengths))  # one draw only when there is a choice
+        z0, z_twin, image_latents, ids, pixels, keep_image, pixel_weight, twin_condition = sample(rng, batch, length)
         noise = randn(z0.shape, gen, device)
         t = torch.randint(0, sched.config.num_train_timesteps, (batch,), generator=gen).to(device)
         if recolour > 0 and not recolour_inverted:
@@ -916,6 +919,8 @@ def main(argv: list[str] | None = None) -> None:
                          "encoder) from this pipeline folder of the same kind")
     ap.add_argument("--recolour-inverted", type=int, default=0, metavar="K",
                     help="i2v: the --recolour twins' inputs are latents of their own K-step DDIM inversion (see train_i2v)")
+    ap.add_argument("--frames", type=int, nargs="+", default=[8], metavar="N",
+                    help="i2v: frames per training clip; given several, each step draws one of them (default 8)")
     ap.add_argument("--twin-colours", choices=TWIN_COLOURS, default="any",
                     help="i2v: the colours of the --recolour twins: any other colour (default), or warm-cool: a cool "
                          "one for a red, orange or yellow object and a warm one for any other (see recoloured)")
@@ -939,14 +944,17 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, RuntimeError) as exc:
         ap.error(str(exc))
     if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first or a.keep_snapshots
-                            or a.twin_colours != "any"):
-        ap.error("--recolour, --recolour-inverted, --twin-colours, --shift-first and --keep-snapshots are options of i2v")
+                            or a.twin_colours != "any" or a.frames != [8]):
+        ap.error("--frames, --recolour, --recolour-inverted, --twin-colours, --shift-first and --keep-snapshots are "
+                 "options of i2v")
     if a.checkpoint_minutes <= 0:
         ap.error("--checkpoint-minutes must be positive")
     if (a.start or a.lr is not None) and a.kind not in ("ip2p", "i2v"):
         ap.error("--from and --lr are options of ip2p and i2v")
     if a.start and not (a.start / "unet").is_dir():
         ap.error(f"--from {a.start}: no unet/ folder there (expected a pipeline folder of the same kind)")
+    if min(a.frames) < 2:
+        ap.error("--frames: a clip needs at least 2 frames (the first one is the condition)")
     if a.twin_colours != "any" and not a.recolour:
         ap.error("--twin-colours needs --recolour P (the share of clips that get a twin)")
     if a.recolour_inverted and not a.recolour:
@@ -970,7 +978,7 @@ def main(argv: list[str] | None = None) -> None:
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
                   recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, keep_snapshots=a.keep_snapshots,
-                  twin_colours=a.twin_colours, **run,
+                  twin_colours=a.twin_colours, n_frames=tuple(a.frames), **run,
                   **({} if a.lr is None else dict(lr=a.lr)))
     else:
         if not a.init:
