@@ -421,9 +421,9 @@ def test_reconstruction_from_the_inverted_source_returns_it(model):
 def test_shapes_i2v_retraces_the_source_from_its_own_first_frame():
     """The committed shapes-i2v on the method's check clip (a red square crossing half the frame in 8 frames),
     20 steps: sampling from the inverted source in the source branch's conditions (the reconstruction)
-    returns the clip (34.2 dB with shapes-i2v v2), and the guided three-branch edit with the source's own
+    returns the clip (34.2 dB with shapes-i2v v3), and the guided three-branch edit with the source's own
     first frame keeps the square red where the source has it, within a few pixels of its path (a mean
-    0.9 px with v2). With a blue first frame it does not yet: benchmarks/i2v_shapes.py prints that check."""
+    3.4 px with v3; v2 kept 0.9 px but could not carry a blue first frame, which v3 trades it for)."""
     import videdit
     from videdit.shapes import judge, method_options, weights_path
     from videdit.shapes.evaluate import square_clips
@@ -442,7 +442,25 @@ def test_shapes_i2v_retraces_the_source_from_its_own_first_frame():
         assert found, f"no red square in frame {t}"
         x, y = max(found, key=lambda f: f.area).centroid
         errors.append(np.hypot(x - source.centroids[t, 0, 0], y - source.centroids[t, 0, 1]))
-    assert sum(red) >= 7 and np.mean(errors) < 3.0, (red, errors)
+    assert sum(red) >= 7 and np.mean(errors) < 4.0, (red, errors)
+
+
+def test_shapes_i2v_carries_a_blue_first_frame_along_the_red_squares_path():
+    """The method's ShapesWorld acceptance, at 20 steps and 20 inversion steps: the red square's first frame
+    re-rendered blue is propagated along the source's inverted noise with the square blue in at least 90% of
+    the 8 frames, with and without injection, and injection at the paper's thresholds lowers the mean centroid
+    error against the true path (shapes-i2v v3: 8 of 8 frames both ways, 3.38 px without injection and 2.87 px
+    with it). benchmarks/i2v_shapes.py prints the same check at the method's 50 steps and 100 inversion steps."""
+    from videdit.shapes import weights_path
+    from videdit.shapes.evaluate import i2v_recolour
+
+    if not (weights_path("shapes-i2v") / "model_index.json").is_file():
+        pytest.skip("shapes-i2v weights absent; train with `videdit shapes train i2v`")
+    quick = dict(n_frames=8, steps=20, inversion_steps=20)
+    none = i2v_recolour("shapes-i2v", tau_conv=0.0, tau_sa=0.0, tau_ta=0.0, **quick)
+    injected = i2v_recolour("shapes-i2v", **quick)  # the method's thresholds (0.2, 0.2, 0.5)
+    assert none["blue"] >= 0.9 and injected["blue"] >= 0.9, (none, injected)
+    assert injected["centroid_error_px"] < none["centroid_error_px"], (none, injected)
 
 
 def test_held_out_i2v_clips_move_one_recoloured_object_inside_the_frame():
