@@ -201,17 +201,32 @@ def test_i2v_trainer_second_stage_starts_from_the_given_pipeline(tmp_path):
     e = {k: torch.cat([p.flatten() for p in m.extras["image_encoder"].parameters()]) for k, m in weights.items()}
     assert (e["second"] - e["first"]).abs().max() < 1e-4
 
+
 @need_sd
 def test_i2v_trainer_draws_a_clip_length_per_step(tmp_path, monkeypatch, capsys):
     """`train i2v --frames 3 5` trains on clips of both lengths, one length per step (with warm-cool twins,
-    which take the same path); --frames below 2 is refused."""
+    which take the same path); a single length, even repeated, draws nothing more, so such a run draws the
+    same clips as one without the flag; --frames below 2 is refused."""
     from videdit.shapes import train
 
     drawn, clip_batch = [], train.clip_batch
-    monkeypatch.setattr(train, "clip_batch", lambda rng, n, n_frames, *a: drawn.append(n_frames) or clip_batch(rng, n, n_frames, *a))
-    train.main(["i2v", "--out", str(tmp_path / "run"), "--init", str(SD), "--steps", "6", "--batch", "1",
-                "--threads", "1", "--frames", "3", "5", "--recolour", "0.5", "--twin-colours", "warm-cool"])
-    assert len(drawn) == 6 and set(drawn) == {3, 5}, drawn
+
+    def recording(rng, n, n_frames, *a):
+        batch = clip_batch(rng, n, n_frames, *a)
+        drawn.append((n_frames, tuple(batch.captions)))
+        return batch
+
+    monkeypatch.setattr(train, "clip_batch", recording)
+    common = ["--init", str(SD), "--batch", "1", "--threads", "1"]
+    train.main(["i2v", "--out", str(tmp_path / "run"), "--steps", "6", "--frames", "3", "5", "--recolour", "0.5",
+                "--twin-colours", "warm-cool"] + common)
+    assert len(drawn) == 6 and {f for f, _ in drawn} == {3, 5}, drawn
+    runs = []
+    for name, flag in (("plain", []), ("repeated", ["--frames", "8", "8"])):
+        drawn.clear()
+        train.main(["i2v", "--out", str(tmp_path / name), "--steps", "2"] + flag + common)
+        runs.append(list(drawn))
+    assert runs[0] == runs[1] and {f for f, _ in runs[0]} == {8}, runs
     capsys.readouterr()
     with pytest.raises(SystemExit):
         train.main(["i2v", "--out", str(tmp_path / "one"), "--init", str(SD), "--frames", "1"])

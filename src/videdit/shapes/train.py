@@ -919,7 +919,7 @@ def main(argv: list[str] | None = None) -> None:
                          "encoder) from this pipeline folder of the same kind")
     ap.add_argument("--recolour-inverted", type=int, default=0, metavar="K",
                     help="i2v: the --recolour twins' inputs are latents of their own K-step DDIM inversion (see train_i2v)")
-    ap.add_argument("--frames", type=int, nargs="+", default=[8], metavar="N",
+    ap.add_argument("--frames", type=int, nargs="+", default=None, metavar="N",
                     help="i2v: frames per training clip; given several, each step draws one of them (default 8)")
     ap.add_argument("--twin-colours", choices=TWIN_COLOURS, default="any",
                     help="i2v: the colours of the --recolour twins: any other colour (default), or warm-cool: a cool "
@@ -944,7 +944,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, RuntimeError) as exc:
         ap.error(str(exc))
     if a.kind != "i2v" and (a.recolour or a.recolour_inverted or a.shift_first or a.keep_snapshots
-                            or a.twin_colours != "any" or a.frames != [8]):
+                            or a.twin_colours != "any" or a.frames):
         ap.error("--frames, --recolour, --recolour-inverted, --twin-colours, --shift-first and --keep-snapshots are "
                  "options of i2v")
     if a.checkpoint_minutes <= 0:
@@ -953,7 +953,8 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--from and --lr are options of ip2p and i2v")
     if a.start and not (a.start / "unet").is_dir():
         ap.error(f"--from {a.start}: no unet/ folder there (expected a pipeline folder of the same kind)")
-    if min(a.frames) < 2:
+    frames = tuple(sorted(set(a.frames or [8])))  # each length once, so that each is drawn equally often
+    if min(frames) < 2:
         ap.error("--frames: a clip needs at least 2 frames (the first one is the condition)")
     if a.twin_colours != "any" and not a.recolour:
         ap.error("--twin-colours needs --recolour P (the share of clips that get a twin)")
@@ -978,7 +979,7 @@ def main(argv: list[str] | None = None) -> None:
         train_i2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, terminal=a.weighting == "terminal",
                   speed=tuple(a.speed), recolour=a.recolour, recolour_min_t=a.recolour_min_t, start=a.start,
                   recolour_inverted=a.recolour_inverted, shift_first=a.shift_first, keep_snapshots=a.keep_snapshots,
-                  twin_colours=a.twin_colours, n_frames=tuple(a.frames), **run,
+                  twin_colours=a.twin_colours, n_frames=frames, **run,
                   **({} if a.lr is None else dict(lr=a.lr)))
     else:
         if not a.init:
