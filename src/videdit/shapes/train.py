@@ -617,7 +617,7 @@ def displaced(rng: np.random.Generator, spec: world.ClipSpec, reach: float = I2V
         inside = lambda c: float(np.clip(c, o.size, 1 - o.size))
         return replace(o, cx=inside(o.cx + dx), cy=inside(o.cy + dy))
 
-    return replace(spec, scene=replace(spec.scene, objects=tuple(move(o) for o in spec.scene.objects)))
+    return world.with_objects(spec, move)
 
 
 # Twin palettes of the recolour augmentation. Method i2v repaints warm-coloured objects worst: the inverted
@@ -837,7 +837,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 
     unet.train(), image_encoder.train()
     running = []
-    lengths = (n_frames,) if isinstance(n_frames, int) else tuple(n_frames)
+    lengths = sorted({n_frames} if isinstance(n_frames, int) else set(n_frames))  # each length once: drawn equally often
     while not budget.done(step):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget.frac(step), lr)
@@ -953,7 +953,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--from and --lr are options of ip2p and i2v")
     if a.start and not (a.start / "unet").is_dir():
         ap.error(f"--from {a.start}: no unet/ folder there (expected a pipeline folder of the same kind)")
-    frames = tuple(sorted(set(a.frames or [8])))  # each length once, so that each is drawn equally often
+    frames = tuple(a.frames or [8])
     if min(frames) < 2:
         ap.error("--frames: a clip needs at least 2 frames (the first one is the condition)")
     if a.twin_colours != "any" and not a.recolour:

@@ -87,11 +87,14 @@ class ClipSpec:
     pan: float = 0.0  # camera pan, widths per frame (positive: camera moves right, world moves left)
 
 
+def with_objects(spec: ClipSpec, change) -> ClipSpec:
+    """The same clip (scene, motions, background, pan) with each object o replaced by `change(o)`."""
+    return replace(spec, scene=replace(spec.scene, objects=tuple(change(o) for o in spec.scene.objects)))
+
+
 def repainted(spec: ClipSpec, colour_of) -> ClipSpec:
-    """The same clip (scene, motions, background, pan) with each object's colour name c replaced by
-    `colour_of(c)`."""
-    objects = tuple(replace(o, colour=colour_of(o.colour)) for o in spec.scene.objects)
-    return replace(spec, scene=replace(spec.scene, objects=objects))
+    """The same clip with each object's colour name c replaced by `colour_of(c)`."""
+    return with_objects(spec, lambda o: replace(o, colour=colour_of(o.colour)))
 
 
 @dataclass
