@@ -43,7 +43,10 @@ class EditOptions:
     strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise")
     steps: int | None = _opt(None, "sampling steps (None: by method, 50 DDIM steps for invert, "
                                    "10 Euler ancestral steps for anchor)")
-    guidance: float | None = _opt(None, "classifier-free guidance scale (None: by method, 7.5; 9 for i2v)")
+    guidance: float | None = _opt(None, "classifier-free guidance scale; 1 or less turns guidance off, as in diffusers "
+                                  "(None: by method, 7.5; 9 for i2v)")
+    guidance_rescale: float = _opt(0.0, "invert, grain: guidance rescale phi in [0, 1] for zero-terminal-SNR "
+                                   "v-prediction models (0: off; 0.7 as its paper suggests)")
     seed: int = _opt(0, "random seed")
     frames: int | None = _opt(None, "number of frames to edit (default: all)")
     stride: int = _opt(1, "take every S-th frame")

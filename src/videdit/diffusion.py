@@ -69,14 +69,18 @@ def vae_decode(model: DiffusionModel, latents: torch.Tensor, chunk: int = 8) -> 
 
 def predict_noise(model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                   uncond: torch.Tensor | None, guidance: float, control: torch.Tensor | None = None,
-                  control_scale: float = 1.0, cross_attention_kwargs: dict | None = None) -> torch.Tensor:
+                  control_scale: float = 1.0, cross_attention_kwargs: dict | None = None,
+                  guidance_rescale: float = 0.0) -> torch.Tensor:
     """eps_hat = eps(x, uncond) + w * (eps(x, cond) - eps(x, uncond))  (classifier-free guidance).
 
     ``x`` holds the F frames of one clip; ``cond``/``uncond`` are (F, L, D) text embeddings. With
     guidance, the UNet sees one batch of 2F: the F unconditional frames, then the F conditional ones
     (the layout the frame attention processors expect: branch-major, frames contiguous).
+    As in diffusers' pipelines, w <= 1 means no guidance at all: eps_hat = eps(x, cond), one batch of F.
+    ``guidance_rescale`` phi > 0 rescales eps_hat towards the conditional prediction's spread
+    (`rescale_guidance`).
     """
-    guided = uncond is not None and guidance != 1.0
+    guided = uncond is not None and guidance > 1.0
     xb = torch.cat([x, x]) if guided else x
     emb = torch.cat([uncond, cond]) if guided else cond
     extra = {}
@@ -90,16 +94,48 @@ def predict_noise(model: DiffusionModel, x: torch.Tensor, t: torch.Tensor, cond:
     if not guided:
         return eps
     eps_uncond, eps_cond = eps.chunk(2)
-    return eps_uncond + guidance * (eps_cond - eps_uncond)
+    guided_eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+    return rescale_guidance(guided_eps, eps_cond, guidance_rescale) if guidance_rescale > 0 else guided_eps
+
+
+def rescale_guidance(eps_cfg: torch.Tensor, eps_cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al., "Common Diffusion Noise Schedules and Sample Steps are Flawed",
+    WACV 2024, section 3.4), per frame:
+
+        eps_rescaled = eps_cfg * std(eps_cond) / std(eps_cfg)
+        eps_final    = phi * eps_rescaled + (1 - phi) * eps_cfg
+
+    With a zero-terminal-SNR v-prediction model, strong guidance over-exposes; rescaling restores the
+    conditional prediction's standard deviation (std over every dimension but the frame's)."""
+    dims = list(range(1, eps_cfg.ndim))
+    rescaled = eps_cfg * (eps_cond.std(dim=dims, keepdim=True) / eps_cfg.std(dim=dims, keepdim=True))
+    return phi * rescaled + (1.0 - phi) * eps_cfg
 
 
 def make_scheduler(model: DiffusionModel, steps: int, inverse: bool = False):
     """DDIM (or DDIM inverse) scheduler from the model's own config, set to ``steps`` steps."""
+    return ddim_scheduler(model.scheduler_config, steps, inverse, model.device)
+
+
+def ddim_scheduler(config: dict, steps: int, inverse: bool = False, device=None):
+    """DDIMScheduler, or for ``inverse`` a DDIMInverseScheduler that walks the sampler's own timesteps backwards.
+
+    Inversion must visit the noise levels that sampling will visit, in reverse order, whatever
+    ``timestep_spacing`` the model's config has. DDIMInverseScheduler lays out only ``leading`` and
+    ``trailing`` (where its timesteps are the sampler's reversed) and refuses ``linspace``; its step
+    (x at level t - T/N -> x at level t, eps evaluated at t) is the exact inverse of DDIMScheduler's
+    step for any timesteps. So the inverse scheduler is built with a spacing it accepts, then given
+    the sampler's timesteps, reversed.
+    """
     from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-    cls = DDIMInverseScheduler if inverse else DDIMScheduler
-    scheduler = cls.from_config(model.scheduler_config)
-    scheduler.set_timesteps(steps, device=model.device)
+    sampler = DDIMScheduler.from_config(config)
+    sampler.set_timesteps(steps, device=device)
+    if not inverse:
+        return sampler
+    scheduler = DDIMInverseScheduler.from_config(config, timestep_spacing="leading")
+    scheduler.set_timesteps(steps, device=device)
+    scheduler.timesteps = sampler.timesteps.flip(0)
     return scheduler
 
 
@@ -128,12 +164,14 @@ def ddim_loop(noise_fn: NoiseFn, x: torch.Tensor, scheduler, timesteps, desc: st
 def ddim_sample(model: DiffusionModel, start: torch.Tensor, k: int, steps: int, cond: torch.Tensor,
                 uncond: torch.Tensor | None, guidance: float, control: torch.Tensor | None = None,
                 control_scale: float = 1.0, desc: str = "editing", progress: bool = True,
-                callback=None, cross_attention_kwargs: dict | None = None) -> torch.Tensor:
+                callback=None, cross_attention_kwargs: dict | None = None,
+                guidance_rescale: float = 0.0) -> torch.Tensor:
     """Run the last ``k`` of ``steps`` DDIM sampling steps from ``start`` (= z_k of an inversion)."""
     scheduler = make_scheduler(model, steps)
     timesteps = scheduler.timesteps[steps - k:]  # empty for k = 0
 
     def eps(x, t, i):
-        return predict_noise(model, x, t, cond, uncond, guidance, control, control_scale, cross_attention_kwargs)
+        return predict_noise(model, x, t, cond, uncond, guidance, control, control_scale, cross_attention_kwargs,
+                             guidance_rescale)
 
     return ddim_loop(eps, start, scheduler, timesteps, desc=desc, progress=progress, callback=callback)

@@ -25,7 +25,7 @@ from .models import DiffusionModel
 
 log = logging.getLogger("videdit")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key covers the scheduler config, prompt embedding and control maps
 
 
 @dataclass
@@ -63,15 +63,29 @@ def cache_dir() -> Path:
     return base / "videdit"
 
 
+def _tensor_digest(x: torch.Tensor | None) -> str | None:
+    """sha256 of a tensor's values, dtype and shape (None for no tensor)."""
+    if x is None:
+        return None
+    x = x.detach().cpu().contiguous()
+    return hashlib.sha256(x.view(torch.uint8).numpy().tobytes() + f"{x.dtype}{tuple(x.shape)}".encode()).hexdigest()
+
+
 def cache_key(frames: np.ndarray, model: DiffusionModel, prompt: str, steps: int, control: str,
-              extra: dict | None = None) -> str:
-    """sha256 of everything the trajectory depends on: frame content and size, weights, prompt,
-    steps, control, dtype and method-specific attention settings."""
+              extra: dict | None = None, prompt_embedding: torch.Tensor | None = None,
+              control_maps: torch.Tensor | None = None) -> str:
+    """sha256 of everything the trajectory depends on: frame content, size and count; the weights
+    (`DiffusionModel.identity`); the scheduler's class and whole config (spacing, betas, prediction
+    type, ...); dtype; prompt and its embedding; steps; control name, maps and scale; and the
+    method's attention settings (``extra``)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(frames).tobytes())
+    scheduler = dict(model.scheduler_config)
     meta = dict(v=CACHE_VERSION, shape=list(frames.shape), model=model.identity, prompt=prompt, steps=steps,
-                control=control, dtype=str(model.dtype), extra=extra or {})
-    h.update(json.dumps(meta, sort_keys=True).encode())
+                control=control, dtype=str(model.dtype), extra=extra or {},
+                scheduler=dict(scheduler, _inverse_class="DDIMInverseScheduler"),
+                prompt_embedding=_tensor_digest(prompt_embedding), control_maps=_tensor_digest(control_maps))
+    h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]
 
 
@@ -125,7 +139,7 @@ def invert_cached(model: DiffusionModel, frames: np.ndarray, z0: torch.Tensor, s
     path = None
     if use_cache:
         key = cache_key(frames, model, source_prompt, steps, control_name,
-                        dict(extra_key or {}, control_scale=control_scale))
+                        dict(extra_key or {}, control_scale=control_scale), source_emb, control)
         path = cache_dir() / "inversion" / f"{key}.safetensors"
         if path.is_file():
             latents = _load(path)

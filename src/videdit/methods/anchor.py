@@ -15,7 +15,9 @@ on an instruction editor of the InstructPix2Pix kind (8-channel UNet: noisy late
 
        eps = eps(z, 0, 0) + s_T (eps(z, c_I, c_T) - eps(z, c_I, 0)) + s_I (eps(z, c_I, 0) - eps(z, 0, 0))
 
-   s_T: --guidance (7.5), s_I: --image-guidance (1.5); 0 is the empty prompt or a zero image.
+   s_T: --guidance (7.5), s_I: --image-guidance (1.5); 0 is the empty prompt or a zero image. As in
+   diffusers' InstructPix2Pix pipeline, guidance is on only when s_T > 1 and s_I >= 1; otherwise
+   eps = eps(z, c_I, c_T), one branch.
 5. Euler ancestral sampling, 10 steps by default. All frames start from the same noise, and the
    noise added at each step is the same for all frames too: two frames that show the same thing
    then take the same path, so the sampler adds no flicker of its own (with noise drawn per frame,
@@ -64,9 +66,12 @@ def anchor_frames(num_frames: int, k: int) -> list[int]:
     return [int((i + 0.5) * num_frames / k) for i in range(k)]
 
 
-def euler_ancestral_schedule(model: DiffusionModel, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sigmas (steps + 1,), ending in 0; timesteps (steps,)) of diffusers' Euler ancestral scheduler
-    on the model's noise schedule. sigma = sqrt((1 - abar_t) / abar_t)."""
+def euler_ancestral_schedule(model: DiffusionModel, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(sigmas (steps + 1,), ending in 0; timesteps (steps,); the initial noise scale) of diffusers'
+    Euler ancestral scheduler on the model's noise schedule. sigma = sqrt((1 - abar_t) / abar_t).
+
+    The sampler starts from x_T = init_noise_sigma * noise, as diffusers' InstructPix2Pix pipeline does:
+    sqrt(sigma_0^2 + 1) under ``leading`` spacing, sigma_0 under ``linspace`` and ``trailing``."""
     from diffusers import EulerAncestralDiscreteScheduler
 
     scheduler = EulerAncestralDiscreteScheduler.from_config(model.scheduler_config)
@@ -74,7 +79,7 @@ def euler_ancestral_schedule(model: DiffusionModel, steps: int) -> tuple[torch.T
         raise UserError(f"--method anchor needs an epsilon- or v-prediction model; {model.name} predicts "
                         f"{scheduler.config.prediction_type}")
     scheduler.set_timesteps(steps, device="cpu")
-    return scheduler.sigmas.double(), scheduler.timesteps.float()
+    return scheduler.sigmas.double(), scheduler.timesteps.float(), float(scheduler.init_noise_sigma)
 
 
 @torch.no_grad()
@@ -112,8 +117,11 @@ class AnchorEditor:
         self.anchors = anchor_frames(len(frames), opts.anchors)
         cache = AnchorCache(keep_steps=opts.anchor_cache == "memory")
         self.state = AnchorState(self.anchors, cache, chunk_size=opts.attention_chunk)
-        self.text = encode_text(model, [instruction, ""])[[0, 1, 1]]  # branches: c_T, 0, 0
-        self.sigmas, self.timesteps = euler_ancestral_schedule(model, opts.steps)
+        # Guidance as diffusers' InstructPix2Pix pipeline: three branches only when s_T > 1 and s_I >= 1;
+        # otherwise one branch, eps(z, c_I, c_T).
+        self.guided = opts.guidance > 1.0 and opts.image_guidance >= 1.0
+        self.text = encode_text(model, [instruction, ""])[[0, 1, 1] if self.guided else [0]]  # c_T, 0, 0
+        self.sigmas, self.timesteps, self.init_sigma = euler_ancestral_schedule(model, opts.steps)
         self.v_prediction = model.scheduler_config.get("prediction_type") == "v_prediction"
         h, w = frames.shape[1] // model.vae_scale, frames.shape[2] // model.vae_scale
         self.latent_shape = (model.latent_channels, h, w)
@@ -132,7 +140,7 @@ class AnchorEditor:
         return torch.stack([self._image[f] for f in idx])
 
     def noise(self, idx: list[int]) -> torch.Tensor:
-        """(steps + 1, 1 or len(idx), C, h, w): [0] starts x_T = sigma_0 * noise[0], [i + 1] is added
+        """(steps + 1, 1 or len(idx), C, h, w): [0] starts x_T = init_sigma * noise[0], [i + 1] is added
         after step i. Shared: one draw for all frames. Otherwise one draw per frame, seeded by its index."""
         steps = len(self.sigmas) - 1
         shape = (steps + 1, 1, *self.latent_shape)
@@ -159,14 +167,18 @@ class AnchorEditor:
         self.state.set(idx, i, record)
         x_in = (x / math.sqrt(sigma**2 + 1)).to(model.dtype)  # the UNet sees unit-variance input
         image = self.image_condition(idx)
-        branches_x = torch.cat([x_in, x_in, x_in])
-        branches_image = torch.cat([image, image, torch.zeros_like(image)])  # c_I, c_I, 0
+        if self.guided:
+            branches_x = torch.cat([x_in, x_in, x_in])
+            branches_image = torch.cat([image, image, torch.zeros_like(image)])  # c_I, c_I, 0
+        else:
+            branches_x, branches_image = x_in, image
         emb = self.text.repeat_interleave(n, dim=0)  # c_T, 0, 0, each for n frames: branch-major
         pred = model.unet(torch.cat([branches_x, branches_image], dim=1), t, encoder_hidden_states=emb,
                           return_dict=False)[0].float()
         self.unet_calls += 1
-        p_text, p_image, p_uncond = pred.chunk(3)  # eps or v of each branch
-        pred = p_uncond + opts.guidance * (p_text - p_image) + opts.image_guidance * (p_image - p_uncond)
+        if self.guided:
+            p_text, p_image, p_uncond = pred.chunk(3)  # eps or v of each branch
+            pred = p_uncond + opts.guidance * (p_text - p_image) + opts.image_guidance * (p_image - p_uncond)
         if self.v_prediction:
             return (x / math.sqrt(sigma**2 + 1) - sigma * pred) / math.sqrt(sigma**2 + 1)
         return x - sigma * pred
@@ -176,7 +188,7 @@ class AnchorEditor:
         """Latents of the anchors, denoised together with full cross-frame attention; the cache fills."""
         idx = self.anchors
         noise = self.noise(idx)
-        x = float(self.sigmas[0]) * noise[0].expand(len(idx), *self.latent_shape)
+        x = self.init_sigma * noise[0].expand(len(idx), *self.latent_shape)
         return sample_euler_ancestral(lambda x, i: self.predict_x0(x, i, idx, record=True), x, self.sigmas,
                                       noise[1:], self.opts.progress, desc="anchors")
 
@@ -187,7 +199,7 @@ class AnchorEditor:
         recompute = not self.state.cache.keep_steps
         rows = (self.anchors + idx) if recompute else idx
         noise = self.noise(rows)
-        x = float(self.sigmas[0]) * noise[0].expand(len(rows), *self.latent_shape)
+        x = self.init_sigma * noise[0].expand(len(rows), *self.latent_shape)
 
         def denoise(x, i):
             if not recompute:

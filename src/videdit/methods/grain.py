@@ -263,7 +263,8 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         def eps(x, t, i):
             layout.timestep = float(t) if i < modulated_steps else None
             inject.mode = "inject" if i < opts.inject_steps else "off"
-            return predict_noise(model, x, t, target, empty, opts.guidance, control, opts.control_scale)
+            return predict_noise(model, x, t, target, empty, opts.guidance, control, opts.control_scale,
+                                 guidance_rescale=opts.guidance_rescale)
 
         def blend(i, t, x):
             if i < blend_start:
@@ -283,7 +284,8 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         recon = None
         if opts.reconstruction:
             recon = ddim_sample(model, traj.start(k), k, opts.steps, source, empty, opts.guidance, control,
-                                opts.control_scale, desc="reconstruction", progress=opts.progress)
+                                opts.control_scale, desc="reconstruction", progress=opts.progress,
+                                guidance_rescale=opts.guidance_rescale)
     if recon is not None:
         extras["reconstruction"] = vae_decode(model, recon, opts.vae_chunk)
     if maps is not None:

@@ -130,7 +130,7 @@ def propagate(model: DiffusionModel, frames: np.ndarray, first: np.ndarray, opts
     def v_hat(x, t, i):
         batch = torch.stack([source_at(t), x, x])
         _, v_neg, v_pos = predict(model, batch, t, branches)
-        return v_neg + w * (v_pos - v_neg)
+        return v_neg + w * (v_pos - v_neg) if w > 1 else v_pos  # w <= 1: no guidance, as diffusers' pipelines
 
     state = injection.state(scheduler.timesteps)
     t0 = time.perf_counter()

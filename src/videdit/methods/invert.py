@@ -58,7 +58,8 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         inject.mode = "inject" if injecting else "off"  # only the kept timesteps have features to inject
         t0 = time.perf_counter()
         edited = ddim_sample(model, traj.start(k), k, opts.steps, target, empty, opts.guidance, control,
-                             opts.control_scale, desc="editing", progress=opts.progress)
+                             opts.control_scale, desc="editing", progress=opts.progress,
+                             guidance_rescale=opts.guidance_rescale)
         info["editing_s"] = time.perf_counter() - t0
         inject.mode = "off"
         if injecting:
@@ -67,7 +68,8 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         recon = None
         if opts.reconstruction:
             recon = ddim_sample(model, traj.start(k), k, opts.steps, source, empty, opts.guidance, control,
-                                opts.control_scale, desc="reconstruction", progress=opts.progress)
+                                opts.control_scale, desc="reconstruction", progress=opts.progress,
+                                guidance_rescale=opts.guidance_rescale)
     extras = {}
     if recon is not None:
         extras["reconstruction"] = vae_decode(model, recon, opts.vae_chunk)
