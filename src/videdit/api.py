@@ -49,10 +49,11 @@ def seed_everything(seed: int) -> None:
 
 def get_model(opts: EditOptions, kind: str = "sd"):
     """Load (or reuse, within one process) the model an edit needs."""
-    from .models import load_sd
+    from .models import check_method_fits, load_sd
 
     if kind == "sd" and opts.method == "i2v":
         kind = "i2v"
+    check_method_fits(opts.method, opts.model, opts.allow_pickle)  # before any weights load
     key = (kind, opts.model, opts.device, opts.dtype, opts.allow_pickle, opts.control, opts.control_model,
            opts.cpu_offload, opts.vae_tiling)
     if key not in _MODEL_CACHE:
@@ -199,6 +200,12 @@ def _start_logging(opts: EditOptions, run_id: str) -> list[logging.Handler]:
     log.setLevel(logging.INFO)
     handlers: list[logging.Handler] = []
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    if not opts.verbose:  # warnings reach the terminal in any case (the log file has everything)
+        warn = logging.StreamHandler()
+        warn.setLevel(logging.WARNING)
+        warn.setFormatter(logging.Formatter("videdit: warning: %(message)s"))
+        log.addHandler(warn)
+        handlers.append(warn)
     if opts.verbose:
         Path("logs").mkdir(exist_ok=True)
         fh = logging.FileHandler(Path("logs") / f"{run_id}.log", encoding="utf-8")

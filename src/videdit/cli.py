@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from .config import EditOptions
-from .errors import UserError
+from .errors import UserError, printable
 
 TRUE_BY_DEFAULT = {"reconstruction": "no-reconstruction", "run_folder": "no-run-folder", "progress": "no-progress",
                    "layout_background": "no-layout-background"}
@@ -35,14 +36,30 @@ def _quiet_libraries(verbose: bool) -> None:
         pass
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with errors as one line (the flag, what is wrong, the choices) and exit status 2,
+    not the whole usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"videdit: error: {printable(message)} (see: {self.prog} --help)\n")
+
+
+def _help_with_default(f) -> str:
+    """The field's help, with its default unless the help already says it (or there is none)."""
+    text = f.metadata["help"]
+    if "default" in text or f.default is None:
+        return text
+    return f"{text} (default: {f.default})"
+
+
 def add_edit_options(parser: argparse.ArgumentParser) -> None:
     """One flag per `EditOptions` field; defaults stay None so that a YAML config can fill them."""
     for f in fields(EditOptions):
-        if f.name == "prompt":
-            parser.add_argument("--prompt", help=f.metadata["help"])
+        if f.name == "prompt":  # required, but it may come from --config, so argparse cannot enforce it
+            parser.add_argument("--prompt", help=f"(required, here or in --config) {f.metadata['help']}")
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        help_text = _help_with_default(f)
         if f.type == "bool" and f.name in TRUE_BY_DEFAULT:
             parser.add_argument("--" + TRUE_BY_DEFAULT[f.name], dest=f.name, action="store_const", const=False,
                                 help="do not " + f.metadata["help"])
@@ -54,7 +71,7 @@ def add_edit_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videdit", description="Edit videos with pretrained diffusion models.")
+    parser = Parser(prog="videdit", description="Edit videos with pretrained diffusion models.")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"videdit {__version__}")
@@ -129,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("presets", help="list model presets")
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # a missing command's error lists the commands
     return parser
 
 
@@ -149,7 +167,8 @@ def cmd_edit(args) -> int:
     res = run_edit(args.input, opts, args.output, extra=extra)
     if res.output is None:  # a rank other than 0 of a parallel run: rank 0 writes
         return 0
-    print(f"wrote {res.output} ({len(res.frames)} frames)" + (f"; run folder {res.run_folder}" if res.run_folder else ""))
+    print(f"wrote {printable(res.output)} ({len(res.frames)} frames)"
+          + (f"; run folder {printable(res.run_folder)}" if res.run_folder else ""))
     return 0
 
 
@@ -244,14 +263,38 @@ def main(argv: list[str] | None = None) -> int:
         args.train_args = unknown + args.train_args
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    previous = _terminate_as_interrupt()
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"videdit: error: {exc}", file=sys.stderr)
+        print(f"videdit: error: {printable(str(exc))}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("videdit: terminated; nothing was written", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("videdit: interrupted", file=sys.stderr)
+        print("videdit: interrupted; nothing was written", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so that every atomic write on the way out removes its
+    temporary output (as Ctrl-C's KeyboardInterrupt does)."""
+
+
+def _terminate_as_interrupt():
+    """Turn SIGTERM into `Terminated` for the length of a command; returns the handler it replaced
+    (None where signals cannot be set: outside the main thread)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a UI worker): leave signals alone
+        return None
 
 
 if __name__ == "__main__":

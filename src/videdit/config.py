@@ -7,6 +7,7 @@ them (flags given on the command line win), and the Python API takes them as key
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ MODEL_DEFAULT = {"anchor": "ip2p", "i2v": "i2vgen-xl"}
 # guidance when --guidance is not given, by method (others: 7.5)
 GUIDANCE_DEFAULT = {"i2v": 9.0}
 LONG_CLIP = ("auto", "direct", "chunked")  # method i2v
+SEED_MAX = 2**63 - 1  # torch generators take 64-bit seeds; derived per-frame seeds wrap modulo 2^64
+SIZE_MAX = 4096  # long side of the working size: 8 times the 512 px that SD 1.5 was trained at
 I2V_NEGATIVE_PROMPT = ("Distorted, discontinuous, Ugly, blurry, low resolution, motionless, static, disfigured, "
                        "disconnected limbs, Ugly faces, incomplete arms")
 
@@ -40,30 +43,30 @@ class EditOptions:
     method: str = _opt("invert", "editing method", choices=METHODS)
     model: str | None = _opt(None, "preset name, Hugging Face repository id or local folder in diffusers layout "
                              "(None: by method, sd15; ip2p for anchor, i2vgen-xl for i2v)")
-    strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise")
+    strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise", range=(0.0, 1.0))
     steps: int | None = _opt(None, "sampling steps (None: by method, 50 DDIM steps for invert, "
-                                   "10 Euler ancestral steps for anchor)")
+                                   "10 Euler ancestral steps for anchor)", range=(1, 1000))
     guidance: float | None = _opt(None, "classifier-free guidance scale; 1 or less turns guidance off, as in diffusers "
-                                  "(None: by method, 7.5; 9 for i2v)")
+                                  "(None: by method, 7.5; 9 for i2v)", range=(0.0, 100.0))
     guidance_rescale: float = _opt(0.0, "invert, grain: guidance rescale phi in [0, 1] for zero-terminal-SNR "
-                                   "v-prediction models (0: off; 0.7 as its paper suggests)")
-    seed: int = _opt(0, "random seed")
-    frames: int | None = _opt(None, "number of frames to edit (default: all)")
-    stride: int = _opt(1, "take every S-th frame")
-    start: int = _opt(0, "first frame to take")
-    size: int = _opt(512, "long side of the working size, rounded to multiples of 8")
+                                   "v-prediction models (0: off; 0.7 as its paper suggests)", range=(0.0, 1.0))
+    seed: int = _opt(0, "random seed", range=(0, SEED_MAX))
+    frames: int | None = _opt(None, "number of frames to edit (default: all)", range=(1, 10**6))
+    stride: int = _opt(1, "take every S-th frame", range=(1, 10**6))
+    start: int = _opt(0, "first frame to take", range=(0, 10**7))
+    size: int = _opt(512, "long side of the working size, rounded to multiples of 8", range=(64, SIZE_MAX))
     control: str = _opt("none", "ControlNet conditioning", choices=CONTROLS)
     control_model: str | None = _opt(None, "ControlNet preset, repository or folder (default: by --control)")
-    control_scale: float = _opt(1.0, "ControlNet conditioning scale")
+    control_scale: float = _opt(1.0, "ControlNet conditioning scale", range=(0.0, 10.0))
     frame_attention: str = _opt("full", "cross-frame self-attention: all frames, or the first and previous",
                                 choices=FRAME_ATTENTION)
-    attention_chunk: int | None = _opt(None, "queries per attention chunk (default: by a memory budget)")
+    attention_chunk: int | None = _opt(None, "queries per attention chunk (default: by a memory budget)", range=(1, 2**31 - 1))
     device: str | None = _opt(None, "cuda, cuda:1, mps or cpu (default: the best available)")
     dtype: str | None = _opt(None, "fp16, bf16 or fp32 (default: fp16 on GPUs, fp32 on CPU)")
     allow_pickle: bool = _opt(False, "allow loading pickle checkpoints (.bin/.ckpt/.pth); unpickling runs code")
     cpu_offload: bool = _opt(False, "keep weights in CPU memory and stream them to the GPU layer by layer")
     vae_tiling: bool = _opt(False, "decode and encode large frames in tiles")
-    vae_chunk: int = _opt(8, "frames per VAE encode/decode call")
+    vae_chunk: int = _opt(8, "frames per VAE encode/decode call", range=(1, 4096))
     no_cache: bool = _opt(False, "do not read or write the inversion cache")
     keep_working_size: bool = _opt(False, "write the output at the working size instead of the input's size")
     reconstruction: bool = _opt(True, "also regenerate the source prompt into the run folder (checks inversion)")
@@ -74,18 +77,18 @@ class EditOptions:
     progress: bool = _opt(True, "show progress bars")
     overwrite: bool = _opt(False, "replace an existing output")
     # --- method "anchor" (instruction editing with anchor-based cross-frame attention)
-    anchors: int = _opt(3, "anchor: number of anchor frames, spaced uniformly over the clip")
-    chunk: int = _opt(8, "anchor: frames denoised together per UNet batch after the anchors")
+    anchors: int = _opt(3, "anchor: number of anchor frames, spaced uniformly over the clip", range=(1, 1000))
+    chunk: int = _opt(8, "anchor: frames denoised together per UNet batch after the anchors", range=(1, 4096))
     anchor_cache: str = _opt("memory", "anchor: keep the anchors' keys/values of every step, or run the anchors "
                              "again beside every chunk", choices=ANCHOR_CACHE)
     anchor_share: str = _opt("every-rank", "anchor, parallel runs: every rank computes the anchors itself, or rank 0 "
                              "computes them and broadcasts their keys/values", choices=ANCHOR_SHARE)
-    image_guidance: float = _opt(1.5, "anchor: image guidance scale of the instruction editor")
+    image_guidance: float = _opt(1.5, "anchor: image guidance scale of the instruction editor", range=(0.0, 100.0))
 
     # --- method "grain" (multi-grained editing: region prompts, ST-Layout attention)
-    layout_steps: float = _opt(0.3, "grain: fraction of the editing steps with ST-Layout attention modulation")
-    layout_cross: float = _opt(1.0, "grain: strength (lambda) of the cross-attention modulation")
-    layout_self: float = _opt(0.3, "grain: strength (lambda) of the self-attention modulation")
+    layout_steps: float = _opt(0.3, "grain: fraction of the editing steps with ST-Layout attention modulation", range=(0.0, 1.0))
+    layout_cross: float = _opt(1.0, "grain: strength (lambda) of the cross-attention modulation", range=(0.0, 1000.0))
+    layout_self: float = _opt(0.3, "grain: strength (lambda) of the self-attention modulation", range=(0.0, 1000.0))
     layout_self_branch: str = _opt("cond", "grain: guidance half that gets the self-attention modulation "
                                    "(uncond: as the original code)", choices=("cond", "uncond"))
     layout_self_sigma: str = _opt("clip", "grain: self-attention region-size term 1 - |region|/(F hw), or "
@@ -95,10 +98,10 @@ class EditOptions:
     layout_background: bool = _opt(True, "add a background region of the pixels outside every mask "
                                    "(grain; it takes part in self-attention only)")
     blend_from: float = _opt(0.0, "grain: from this fraction of the editing steps on, keep the source latents "
-                             "outside the union of region masks (1: no blending)")
+                             "outside the union of region masks (1: no blending)", range=(0.0, 1.0))
     inject_steps: int = _opt(0, "invert, grain: inject the source's residual features and self-attention "
-                             "queries/keys in the first N editing steps (plug-and-play)")
-    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention")
+                             "queries/keys in the first N editing steps (plug-and-play)", range=(0, 1000))
+    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention", range=(0.0, 1.0))
     save_attention: bool = _opt(False, "grain: write each region's cross-attention maps into the run folder")
 
     # --- method "i2v" (edit the first frame with any image editor, propagate with an image-to-video model)
@@ -110,60 +113,37 @@ class EditOptions:
     editor_model: str = _opt("ip2p", "i2v: model of the built-in ip2p first-frame editor")
     negative_prompt: str = _opt(I2V_NEGATIVE_PROMPT, "i2v: negative prompt of classifier-free guidance")
     inversion_steps: int = _opt(100, "i2v: DDIM inversion steps, every latent kept (more is more faithful, "
-                                "up to about 500)")
+                                "up to about 500)", range=(1, 1000))
     start_step: int = _opt(0, "i2v: sampling step at which editing starts from the inverted latent (higher "
-                           "follows the source motion more and drifts more)")
-    tau_conv: float = _opt(0.2, "i2v: fraction of the sampling steps with residual-feature injection")
-    tau_sa: float = _opt(0.2, "i2v: fraction of the sampling steps with spatial self-attention query/key injection")
-    tau_ta: float = _opt(0.5, "i2v: fraction of the sampling steps with temporal attention query/key injection")
-    fps_condition: int = _opt(8, "i2v: frame-rate micro-condition of the image-to-video model")
+                           "follows the source motion more and drifts more)", range=(0, 999))
+    tau_conv: float = _opt(0.2, "i2v: fraction of the sampling steps with residual-feature injection", range=(0.0, 1.0))
+    tau_sa: float = _opt(0.2, "i2v: fraction of the sampling steps with spatial self-attention query/key injection", range=(0.0, 1.0))
+    tau_ta: float = _opt(0.5, "i2v: fraction of the sampling steps with temporal attention query/key injection", range=(0.0, 1.0))
+    fps_condition: int = _opt(8, "i2v: frame-rate micro-condition of the image-to-video model", range=(1, 240))
     long_clip: str = _opt("auto", "i2v: a clip longer than --chunk-frames is inverted and sampled as one long "
                           "latent (direct) or in overlapping chunks, each started from the previous chunk's output "
                           "(chunked); auto: direct up to 128 frames", choices=LONG_CLIP)
-    chunk_frames: int = _opt(16, "i2v: frames per chunk with --long-clip chunked")
-    chunk_overlap: int = _opt(4, "i2v: frames shared by consecutive chunks (cross-faded)")
+    chunk_frames: int = _opt(16, "i2v: frames per chunk with --long-clip chunked", range=(2, 4096))
+    chunk_overlap: int = _opt(4, "i2v: frames shared by consecutive chunks (cross-faded)", range=(1, 4095))
 
     def validate(self) -> "EditOptions":
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise UserError("empty prompt: say what the edited video should show, e.g. --prompt 'a cat'")
-        if not 0.0 <= float(self.strength) <= 1.0:
-            raise UserError(f"--strength must be in [0, 1], got {self.strength}")
+        for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip"):
+            choices = EditOptions.__dataclass_fields__[name].metadata["choices"]
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.steps is None:
             self.steps = STEPS_DEFAULT.get(self.method, 50)
         if self.model is None:
             self.model = MODEL_DEFAULT.get(self.method, "sd15")
         if self.guidance is None:
             self.guidance = GUIDANCE_DEFAULT.get(self.method, 7.5)
-        if int(self.steps) < 1:
-            raise UserError(f"--steps must be at least 1, got {self.steps}")
-        if self.frames is not None and int(self.frames) < 1:
-            raise UserError(f"--frames must be at least 1, got {self.frames}")
-        if int(self.stride) < 1:
-            raise UserError(f"--stride must be at least 1, got {self.stride}")
-        if int(self.start) < 0:
-            raise UserError(f"--start must be 0 or more, got {self.start}")
-        if int(self.size) < 64:
-            raise UserError(f"--size must be at least 64, got {self.size}")
-        if float(self.guidance) < 0:
-            raise UserError(f"--guidance must be 0 or more, got {self.guidance}")
-        if self.attention_chunk is not None and int(self.attention_chunk) < 1:
-            raise UserError(f"--attention-chunk must be at least 1, got {self.attention_chunk}")
-        if int(self.vae_chunk) < 1:
-            raise UserError(f"--vae-chunk must be at least 1, got {self.vae_chunk}")
-        if int(self.anchors) < 1:
-            raise UserError(f"--anchors must be at least 1, got {self.anchors}")
-        if int(self.chunk) < 1:
-            raise UserError(f"--chunk must be at least 1, got {self.chunk}")
-        if float(self.image_guidance) < 0:
-            raise UserError(f"--image-guidance must be 0 or more, got {self.image_guidance}")
-        if int(self.inject_steps) < 0:
-            raise UserError(f"--inject-steps must be 0 or more, got {self.inject_steps}")
+        for f in fields(self):
+            if "range" in f.metadata and getattr(self, f.name) is not None:
+                check_range(f.name, getattr(self, f.name), *f.metadata["range"])
         if self.method == "i2v":
             self._validate_i2v()
-        for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip"):
-            choices = EditOptions.__dataclass_fields__[name].metadata["choices"]
-            if getattr(self, name) not in choices:
-                raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.method != "i2v" and (self.first_frame is not None or self.first_frame_editor is not None):
             raise UserError(f"--first-frame and --first-frame-editor belong to --method i2v (this run's method is "
                             f"{self.method}); add --method i2v")
@@ -181,15 +161,8 @@ class EditOptions:
             from .editors import check_editor_name
 
             check_editor_name(str(self.first_frame_editor))
-        if int(self.inversion_steps) < 1:
-            raise UserError(f"--inversion-steps must be at least 1, got {self.inversion_steps}")
         if not 0 <= int(self.start_step) < int(self.steps):
             raise UserError(f"--start-step must be in [0, --steps), got {self.start_step}")
-        for name in ("tau_conv", "tau_sa", "tau_ta"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if int(self.chunk_frames) < 2:
-            raise UserError(f"--chunk-frames must be at least 2, got {self.chunk_frames}")
         if not 1 <= int(self.chunk_overlap) < int(self.chunk_frames):
             raise UserError(f"--chunk-overlap must be in [1, --chunk-frames), got {self.chunk_overlap}")
 
@@ -198,6 +171,15 @@ class EditOptions:
 
 
 OPTION_NAMES = tuple(f.name for f in fields(EditOptions))
+
+
+def check_range(name: str, value, low, high) -> None:
+    """A `UserError` unless ``value`` is a finite number in [low, high] (``name`` is the option's field name)."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{flag} must be a finite number, got {value}")
+    if not low <= value <= high:
+        raise UserError(f"{flag} must be in [{low}, {high}], got {value}")
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -244,7 +226,13 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
     kind = type_name.split("|")[0].strip()
     try:
         if kind == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, int):
+                return value
+            if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+                return int(value)  # exact, however large (a float would round it)
+            if float(value) != int(float(value)):
                 raise ValueError
             return int(float(value))
         if kind == "float":
@@ -255,6 +243,6 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
             return bool(value)
         if kind == "str":
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"option {key} expects {kind}, got {value!r}") from None
     return value

@@ -49,7 +49,36 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise UserError(f"cannot create output folder {folder}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"output folder is not writable: {existing} (for {target})")
+    longest = max([len(os.fsencode(p.name)) for p in _missing_folders(folder)]
+                  + [len(os.fsencode(_temporary_name(target, "partial").name))])
+    limit = _name_max(existing)
+    if longest > limit:
+        raise UserError(f"output name too long: {target.name!r} needs names of up to {longest} bytes "
+                        f"(with its temporary name), and {existing} allows {limit}")
+    _probe(existing, target)
     return target
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` takes (255 where it does not say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _probe(folder: Path, target: Path) -> None:
+    """Create and remove a file in ``folder``: permissions can say yes where the file system says no
+    (a read-only mount, /proc, a full disk). A `UserError` now, not after the work."""
+    probe = folder / f".videdit-probe-{secrets.token_hex(4)}"
+    try:
+        probe.touch(exist_ok=False)
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {folder} refuses new files ({error.strerror or error})") from None
+    try:
+        probe.unlink()
+    except OSError:
+        pass
 
 
 def _temporary_name(target: Path, tag: str) -> Path:

@@ -99,12 +99,18 @@ def _load(path: Path) -> torch.Tensor | None:
 
 
 def _save(path: Path, latents: torch.Tensor) -> None:
+    """Write under a temporary name, then rename: a reader never sees half a file, and a failed write
+    leaves nothing behind."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"latents": latents.contiguous().cpu()}, str(tmp))
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}")
+    try:
+        save_file({"latents": latents.contiguous().cpu()}, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 @torch.no_grad()
@@ -141,7 +147,13 @@ def invert_cached(model: DiffusionModel, frames: np.ndarray, z0: torch.Tensor, s
         key = cache_key(frames, model, source_prompt, steps, control_name,
                         dict(extra_key or {}, control_scale=control_scale), source_emb, control)
         path = cache_dir() / "inversion" / f"{key}.safetensors"
-        if path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as exc:  # a cache folder we may not look into: work without the cache
+            log.warning("inversion cache not used: %s cannot be read (%s)", path.parent,
+                        exc.strerror or type(exc).__name__)
+            found, path = False, None
+        if found:
             latents = _load(path)
             if latents is not None and latents.shape[0] == steps + 1 and latents.shape[1:] == z0.shape:
                 log.info("inversion: loaded from cache %s (skipped %d inversion steps)", path, steps)
@@ -151,8 +163,9 @@ def invert_cached(model: DiffusionModel, frames: np.ndarray, z0: torch.Tensor, s
         try:
             _save(path, latents)
             log.info("inversion: %d steps computed, cached at %s", steps, path)
-        except OSError as exc:
-            log.warning("inversion cache not written (%s)", exc)
+        except Exception as exc:  # OSError, or safetensors' own error for a read-only or full disk
+            reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("inversion cache not written to %s (%s); the edit goes on without it", path.parent, reason)
     else:
         log.info("inversion: %d steps computed (cache off)", steps)
     return Trajectory(latents, steps)

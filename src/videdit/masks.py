@@ -181,6 +181,10 @@ def _read_mask_image(path: Path) -> np.ndarray:
             if image.mode == "1":
                 image = image.convert("L")
             return _inside(np.asarray(image))
+    except Image.DecompressionBombError as error:
+        from .video import too_many_pixels
+
+        raise UserError(f"cannot read mask image {path}: {too_many_pixels(error)}") from None
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise UserError(f"cannot read mask image {path}: {error}") from None
 

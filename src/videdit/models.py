@@ -124,7 +124,63 @@ def check_component(root: Path, sub: str, allow_pickle: bool) -> Path:
     if not any(p.suffix in SAFE_SUFFIXES for p in files) and not allow_pickle:
         raise UserError(f"{folder} has only pickle weights ({files[0].name}); pass --allow-pickle to load them "
                         "(unpickling runs code)")
+    for p in files:
+        if p.suffix in SAFE_SUFFIXES:
+            check_safetensors(p)
     return folder
+
+
+def check_safetensors(path: Path) -> None:
+    """A `UserError` when a safetensors file is cut short or damaged: its header must parse and its
+    tensors must cover the file exactly (reads the header only, however large the file)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as exc:  # SafetensorError, OSError: a damaged or unreadable file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"weights file {path} is damaged or incomplete ({reason[:120]}); download it again") from None
+
+
+# What each method takes: the model family of its --model.
+FAMILIES = {"sd": "a text-to-image model (Stable Diffusion kind)",
+            "ip2p": "an instruction editor (InstructPix2Pix kind: its UNet takes the source image as 4 more channels)",
+            "i2v": "an image-to-video model (I2VGen-XL kind)"}
+METHODS_BY_FAMILY = {"sd": ("invert", "grain"), "ip2p": ("anchor",), "i2v": ("i2v",)}
+
+
+def model_family(root: Path) -> str | None:
+    """"sd", "ip2p" or "i2v" for a model folder in diffusers layout, from its configs alone (no weights
+    are read); None when the folder does not say."""
+    import json
+
+    def read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    index, unet = read(root / "model_index.json"), read(root / "unet" / "config.json")
+    unet_class = unet.get("_class_name") or (index.get("unet") or [None, None])[1]
+    if unet_class == "I2VGenXLUNet" or index.get("_class_name") == "I2VGenXLPipeline":
+        return "i2v"
+    if unet_class == "UNet2DConditionModel":
+        latent = read(root / "vae" / "config.json").get("latent_channels", 4)
+        return "ip2p" if unet.get("in_channels") == 2 * latent else "sd"
+    return None
+
+
+def check_method_fits(method: str, name: str, allow_pickle: bool = False) -> None:
+    """A `UserError` before any weights load when ``--model`` is of a family that ``method`` cannot take,
+    naming what the model is and which method takes it."""
+    family = model_family(resolve(name, allow_pickle=allow_pickle))
+    if family is None or method in METHODS_BY_FAMILY[family]:
+        return
+    fits = " or ".join(f"--method {m}" for m in METHODS_BY_FAMILY[family])
+    extra = " with --first-frame PATH" if family == "i2v" else ""
+    raise UserError(f"model {name!r} is {FAMILIES[family]}, which --method {method} cannot use: "
+                    f"use {fits}{extra}")
 
 
 def pick_device(device: str | None = None) -> torch.device:

@@ -129,9 +129,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 grey = np.asarray(image, dtype=np.uint32) >> (8 if image.mode.startswith("I;16") else 24)
                 return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as error:
+        raise UserError(f"cannot read image {path}: {too_many_pixels(error)}") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or "not a readable image"
         raise UserError(f"cannot read image {path}: {reason}") from None
+
+
+def too_many_pixels(error: Exception) -> str:
+    """Why Pillow refused an image as a decompression bomb: the pixel count its header claims."""
+    found = re.search(r"\((\d+) pixels\)", str(error))
+    claimed = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return f"its header claims {claimed}, more than the {2 * Image.MAX_IMAGE_PIXELS:,} an image may have"
 
 
 def _natural_key(name: str) -> list:
