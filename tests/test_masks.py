@@ -332,6 +332,19 @@ def test_overlay_tints_regions_and_leaves_the_rest():
     assert np.array_equal(overlay_masks(frames, []), frames)
 
 
+def test_overlay_legend_names_each_region_in_its_colour():
+    frames = np.full((2, 128, 160, 3), 100, dtype=np.uint8)
+    a = np.stack([box(128, 160, 60, 60, 20)] * 2)
+    b = np.stack([box(128, 160, 90, 120, 20)] * 2)
+    plain = overlay_masks(frames, [a, b])
+    named = overlay_masks(frames, [a, b], names=["car: a red car", "road"])
+    assert np.array_equal(named[:, 60:, :], plain[:, 60:, :])  # the legend stays in its corner
+    for i in range(2):  # a swatch of each region's colour, one line each
+        swatch = named[:, 2 + i * 8:2 + (i + 1) * 8, 4:8].reshape(2, -1, 3)
+        assert (np.abs(swatch.astype(int) - region_colour(i)).sum(-1) < 3).any(axis=1).all(), i
+    assert (named[:, :20, 20:80] > 200).all(-1).any()  # white text
+
+
 def test_region_colours_are_distinct():
     colours = [region_colour(i) for i in range(20)]
     assert len(set(colours)) == 20

@@ -295,3 +295,22 @@ def test_wolf_against_itself_and_a_flickered_copy(wolf, tiny_clip):
     assert same["ssim"]["value"] == pytest.approx(1.0) and flick["ssim"]["value"] < 0.99
     assert same["mawe"]["value"] < flick["mawe"]["value"]
     assert same["clip_f"]["value"] > flick["clip_f"]["value"]  # holds with the tiny random CLIP too
+
+
+def test_eval_says_when_the_source_is_longer_and_names_the_clip_preset(tmp_path, capsys, monkeypatch):
+    """A longer source is compared on its first frames, and the command says so; offline without CLIP
+    weights, the reason names the preset the README tells users to download."""
+    from videdit.cli import main
+    from videdit.video import write_video
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
+    frames = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    write_video(tmp_path / "src.mp4", frames, 8)
+    write_video(tmp_path / "edit.mp4", frames[:4], 8)
+    assert main(["eval", str(tmp_path / "edit.mp4"), "--source", str(tmp_path / "src.mp4"), "--prompt", "a cat"]) == 0
+    captured = capsys.readouterr()
+    assert "the source has 6 frames and the edited video 4: the source's first 4 are compared" in captured.err
+    assert "clip-l14" in captured.out and "videdit download clip-l14" in captured.out
+    result = evaluate_video(frames[:4], source=frames[:4], clip_model=None, mawe_size=None)
+    assert result["notes"] == []

@@ -94,6 +94,7 @@ def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | No
              steps: int = 20, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
     """Render, edit, judge; write ``out/`` (source, edited, side by side mp4 and gif, masks) atomically.
     `model`: default the method's ShapesWorld model (`MODELS`)."""
+    from .masks import overlay_masks
     from .video import side_by_side, write_video
 
     out = Path(out)
@@ -119,8 +120,9 @@ def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | No
         sbs = side_by_side(big(clip.frames), big(edited))
         write_video(tmp / "side_by_side.mp4", sbs, fps)
         write_video(tmp / "side_by_side.gif", sbs, fps)
-        masks = (clip.masks[:, 0, ..., None] * np.array([255, 80, 80]) + clip.masks[:, 1, ..., None] * np.array([80, 80, 255]))
-        write_video(tmp / "masks.mp4", big(masks.clip(0, 255).astype(np.uint8)), fps)
+        masks = overlay_masks(big(clip.frames), [clip.masks[:, 0], clip.masks[:, 1]],
+                              names=["left circle: asked to turn blue", "right circle: to stay red"])
+        write_video(tmp / "masks.mp4", masks, fps)
         (tmp / "verdict.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def evaluate_video(edited: Any, source: Any = None, prompt: str | None = None, s
         raise UserError(f"--min-scene-len must be at least 1, got {min_scene_len}")
     if frames is not None and frames < 1:
         raise UserError(f"--frames must be at least 1, got {frames}")
+    notes: list[str] = []  # what the reader should know about how the clips were compared
     edit, edit_indices, edit_path = _read(edited, frames, "edited")
     work = _size_for(edit, size)
     edit = _resize(edit, work)
@@ -147,6 +149,9 @@ def evaluate_video(edited: Any, source: Any = None, prompt: str | None = None, s
         src, src_indices, src_path = _read(source, frames, "source")
         if len(src) < len(edit):
             raise UserError(f"the source has {len(src)} frames, fewer than the {len(edit)} of the edited video")
+        if len(src) > len(edit):
+            notes.append(f"the source has {len(src)} frames and the edited video {len(edit)}: the source's first "
+                         f"{len(edit)} are compared")
         src, src_indices = _resize(src[:len(edit)], work), src_indices[:len(edit)]
     keep = None
     if mask is not None:
@@ -180,6 +185,7 @@ def evaluate_video(edited: Any, source: Any = None, prompt: str | None = None, s
         "prompt": prompt,
         "source_prompt": source_prompt,
         "metrics": {name: results[name].to_dict() for name in LABELS},
+        "notes": notes,
     }
 
 
@@ -279,5 +285,7 @@ def run_eval(args: argparse.Namespace) -> int:
                             mask=args.mask, clip_model=args.clip_model, pairs=args.pairs, flow=args.flow,
                             frames=args.frames, size=args.size, detector=args.scene_detector,
                             min_scene_len=args.min_scene_len)
+    for note in result["notes"]:
+        print(f"videdit: note: {note}", file=sys.stderr)
     print(to_json(result) if args.json else format_table(result))
     return 0

@@ -340,8 +340,9 @@ def region_colour(index: int) -> tuple[int, int, int]:
     return tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(hue, 0.75, 0.95))
 
 
-def overlay_masks(frames: np.ndarray, masks: list, alpha: float = 0.45) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames with each region tinted in its colour and outlined.
+def overlay_masks(frames: np.ndarray, masks: list, alpha: float = 0.45, names: list[str] | None = None) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames with each region tinted in its colour and outlined; with ``names``, a
+    legend in the top-left corner (a swatch of each region's colour and its name).
 
     ``masks`` are (T, h, w) bool or float, resized to the frames with nearest neighbour;
     where regions overlap the first wins, as in `region_ids`.
@@ -361,4 +362,27 @@ def overlay_masks(frames: np.ndarray, masks: list, alpha: float = 0.45) -> np.nd
             if inside[f].any():
                 contours, _ = cv2.findContours(inside[f].astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                 cv2.drawContours(out[f], contours, -1, tuple(float(c) for c in colour), thickness)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if names:
+        draw_legend(out, [(name, region_colour(i)) for i, name in enumerate(names)])
+    return out
+
+
+def draw_legend(frames: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]) -> None:
+    """Write a legend into every frame (in place): one line per entry, a colour swatch and its name,
+    on a dark band so it reads over any picture."""
+    import cv2
+
+    h, w = frames.shape[1:3]
+    scale = max(0.3, min(h, w) / 700)
+    line = int(22 * scale) + 4
+    width = min(w, int(scale * 14 * max(len(n) for n, _ in entries)) + line + 8)
+    for f in range(len(frames)):
+        frame = frames[f]
+        band = frame[:line * len(entries) + 4, :width]
+        band[:] = (band * 0.35).astype(np.uint8)
+        for i, (name, colour) in enumerate(entries):
+            y = 2 + i * line
+            cv2.rectangle(frame, (4, y + 2), (4 + line - 6, y + line - 4), tuple(int(c) for c in colour), -1)
+            cv2.putText(frame, name, (line + 2, y + line - 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                        1, cv2.LINE_AA)

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-DEFAULT_CLIP = "openai/clip-vit-large-patch14"
+DEFAULT_CLIP = "clip-l14"  # the preset (openai/clip-vit-large-patch14), as `videdit download` names it
 PAIRS = ("consecutive", "all")
 FLOWS = ("dis",)
 DETECTORS = ("content", "adaptive")

@@ -94,7 +94,8 @@ def resolve(name: str, allow_download: bool | None = None, allow_pickle: bool = 
         allow_download = os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False")
     hint = download_hint(name if preset else repo)
     if not allow_download:
-        raise UserError(f"model {repo!r} is not downloaded and the hub is offline; run: {hint}")
+        what = f"{name!r} ({repo})" if preset else repr(repo)
+        raise UserError(f"model {what} is not downloaded and the hub is offline; run: {hint}")
     try:
         return Path(snapshot_download(repo, allow_patterns=patterns, ignore_patterns=IGNORE_PATTERNS))
     except Exception as exc:  # network errors, missing repository, gated repository

@@ -250,7 +250,8 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
             cross_regions.append(False)
         layout.masks, layout.cross_regions, layout.token_ids = region_masks, cross_regions, token_ids
         info["mask_area"] = {r.name: float(m.mean()) for r, m in zip(regions, region_masks)}
-        extras["masks_overlay"] = overlay_masks(frames, [masks[r.name] for r in regions])
+        extras["masks_overlay"] = overlay_masks(frames, [masks[r.name] for r in regions],
+                                                names=[f"{r.name}: {r.prompt}" for r in regions])
 
         # 4. ST-Layout attention in the first steps; 5. latent blending outside the union of masks.
         modulated_steps = int(round(opts.layout_steps * k))
