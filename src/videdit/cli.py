@@ -45,9 +45,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def _help_with_default(f) -> str:
-    """The field's help, with its default unless the help already says it (or there is none)."""
+    """The field's help, with its range and its default (unless the help already says it, or there is none)."""
     text = f.metadata["help"]
-    if "default" in text or f.default is None:
+    if "range" in f.metadata:
+        low, high = f.metadata["range"]
+        text = f"{text} [{low} to {high}]"
+    if "default" in f.metadata["help"] or f.default is None:
         return text
     return f"{text} (default: {f.default})"
 
