@@ -43,7 +43,8 @@ class EditOptions:
     method: str = _opt("invert", "editing method", choices=METHODS)
     model: str | None = _opt(None, "preset name, Hugging Face repository id or local folder in diffusers layout "
                              "(None: by method, sd15; ip2p for anchor, i2vgen-xl for i2v)")
-    strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise", range=(0.0, 1.0))
+    strength: float = _opt(0.8, "how far back the edit starts: 0 returns the source, 1 starts from full noise",
+                           range=(0.0, 1.0))
     steps: int | None = _opt(None, "sampling steps (None: by method, 50 DDIM steps for invert, "
                                    "10 Euler ancestral steps for anchor)", range=(1, 1000))
     guidance: float | None = _opt(None, "classifier-free guidance scale; 1 or less turns guidance off, as in diffusers "
@@ -60,7 +61,8 @@ class EditOptions:
     control_scale: float = _opt(1.0, "ControlNet conditioning scale", range=(0.0, 10.0))
     frame_attention: str = _opt("full", "cross-frame self-attention: all frames, or the first and previous",
                                 choices=FRAME_ATTENTION)
-    attention_chunk: int | None = _opt(None, "queries per attention chunk (default: by a memory budget)", range=(1, 2**31 - 1))
+    attention_chunk: int | None = _opt(None, "queries per attention chunk (default: by a memory budget)",
+                                       range=(1, 2**31 - 1))
     device: str | None = _opt(None, "cuda, cuda:1, mps or cpu (default: the best available)")
     dtype: str | None = _opt(None, "fp16, bf16 or fp32 (default: fp16 on GPUs, fp32 on CPU)")
     allow_pickle: bool = _opt(False, "allow loading pickle checkpoints (.bin/.ckpt/.pth); unpickling runs code")
@@ -86,7 +88,8 @@ class EditOptions:
     image_guidance: float = _opt(1.5, "anchor: image guidance scale of the instruction editor", range=(0.0, 100.0))
 
     # --- method "grain" (multi-grained editing: region prompts, ST-Layout attention)
-    layout_steps: float = _opt(0.3, "grain: fraction of the editing steps with ST-Layout attention modulation", range=(0.0, 1.0))
+    layout_steps: float = _opt(0.3, "grain: fraction of the editing steps with ST-Layout attention modulation",
+                               range=(0.0, 1.0))
     layout_cross: float = _opt(1.0, "grain: strength (lambda) of the cross-attention modulation", range=(0.0, 1000.0))
     layout_self: float = _opt(0.3, "grain: strength (lambda) of the self-attention modulation", range=(0.0, 1000.0))
     layout_self_branch: str = _opt("cond", "grain: guidance half that gets the self-attention modulation "
@@ -101,7 +104,8 @@ class EditOptions:
                              "outside the union of region masks (1: no blending)", range=(0.0, 1.0))
     inject_steps: int = _opt(0, "invert, grain: inject the source's residual features and self-attention "
                              "queries/keys in the first N editing steps (plug-and-play)", range=(0, 1000))
-    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention", range=(0.0, 1.0))
+    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention",
+                                 range=(0.0, 1.0))
     save_attention: bool = _opt(False, "grain: write each region's cross-attention maps into the run folder")
 
     # --- method "i2v" (edit the first frame with any image editor, propagate with an image-to-video model)
@@ -117,8 +121,10 @@ class EditOptions:
     start_step: int = _opt(0, "i2v: sampling step at which editing starts from the inverted latent (higher "
                            "follows the source motion more and drifts more)", range=(0, 999))
     tau_conv: float = _opt(0.2, "i2v: fraction of the sampling steps with residual-feature injection", range=(0.0, 1.0))
-    tau_sa: float = _opt(0.2, "i2v: fraction of the sampling steps with spatial self-attention query/key injection", range=(0.0, 1.0))
-    tau_ta: float = _opt(0.5, "i2v: fraction of the sampling steps with temporal attention query/key injection", range=(0.0, 1.0))
+    tau_sa: float = _opt(0.2, "i2v: fraction of the sampling steps with spatial self-attention query/key injection",
+                         range=(0.0, 1.0))
+    tau_ta: float = _opt(0.5, "i2v: fraction of the sampling steps with temporal attention query/key injection",
+                         range=(0.0, 1.0))
     fps_condition: int = _opt(8, "i2v: frame-rate micro-condition of the image-to-video model", range=(1, 240))
     long_clip: str = _opt("auto", "i2v: a clip longer than --chunk-frames is inverted and sampled as one long "
                           "latent (direct) or in overlapping chunks, each started from the previous chunk's output "
