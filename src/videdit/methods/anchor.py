@@ -149,8 +149,8 @@ class AnchorEditor:
                 self._shared = torch.randn(shape, generator=torch.Generator().manual_seed(self.opts.seed))
             n = self._shared
         else:
-            n = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed((self.opts.seed * 100003 + f) % 2**64))
-                           for f in idx], dim=1)
+            seeds = [(self.opts.seed * 100003 + f) % 2**64 for f in idx]  # a 64-bit seed per frame
+            n = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds], dim=1)
         return n.to(self.model.device)
 
     # -- one guided prediction ---------------------------------------------------------------
