@@ -29,7 +29,9 @@ How it is measured. Peak memory: every measured call runs first in a fresh subpr
 inputs exist (benchmarks/_peak.py: CUDA max_memory_allocated; CPU the process's peak resident set,
 VmHWM, which counts every page touched, so small numbers carry a few MiB of noise). Time: the best
 of the calls made; project and sdpa (and the two one-frame processors) alternate in the same
-processes, one process starting with each, so load on the machine falls on both alike. Cells the
+processes, one process starting with each, so load on the machine falls on both alike. On a CPU
+the ratios are also given in CPU seconds of the process (time.process_time), which waiting for a
+core on a busy machine does not inflate; with --threads 1 they are the steadier measure there. Cells the
 machine cannot hold or finish are skipped with the reason printed: dense cells whose logits and
 softmax need more than --dense-max-gib, and cells whose one call would take longer than
 --max-call-seconds at the rate torch's SDPA reaches here (measured at the start).
@@ -85,12 +87,13 @@ FULL = {"project": project, "sdpa": sdpa, "dense": dense}
 
 
 def timed(fn, device):
+    """(wall seconds, CPU seconds of this process, result) of one call."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sync()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn()
     sync()
-    return time.perf_counter() - start, out
+    return time.perf_counter() - start, time.process_time() - cpu, out
 
 
 def check_agree(args, dtype, methods):
@@ -109,16 +112,18 @@ def child_full(args, dtype):
     order = args.order.split(",")
     check_agree(args, dtype, order)
     q, k, v = projected_qkv(args.branches, args.frame, args.heads, args.tokens, args.dim, args.device, dtype)
+    cpu = time.process_time()
     peak, seconds, out = measure(lambda: FULL[order[0]](q, k, v, args.frame), 1, args.device)
-    times, outs = {order[0]: [seconds]}, {order[0]: out}
+    times, cpus, outs = {order[0]: [seconds]}, {order[0]: [time.process_time() - cpu]}, {order[0]: out}
     del out
     for i in range(len(order) * args.repeats - 1):
         method = order[(i + 1) % len(order)]
         outs.pop(method, None)
-        seconds, outs[method] = timed(lambda: FULL[method](q, k, v, args.frame), args.device)
+        seconds, cpu, outs[method] = timed(lambda: FULL[method](q, k, v, args.frame), args.device)
         times.setdefault(method, []).append(seconds)
+        cpus.setdefault(method, []).append(cpu)
     diff = float((outs["project"] - outs["sdpa"]).abs().max()) if len(outs) == 2 else None
-    print(json.dumps({"peak": peak, "first": order[0], "seconds": times, "diff": diff}))
+    print(json.dumps({"peak": peak, "first": order[0], "seconds": times, "cpu": cpus, "diff": diff}))
 
 
 def child_frame1(args, dtype):
@@ -136,16 +141,17 @@ def child_frame1(args, dtype):
     for tokens in args.tokens:
         g = torch.Generator(args.device).manual_seed(1)
         x = torch.randn(2, tokens, args.heads * args.dim, generator=g, device=args.device, dtype=dtype)
-        times, outs = {}, {}
+        times, cpus, outs = {}, {}, {}
         with torch.no_grad():
             for name in order:  # warm-up
                 processors[name](attn, x[:, :64])
             for i in range(len(order) * args.repeats):
                 name = order[i % len(order)]
                 outs.pop(name, None)
-                seconds, outs[name] = timed(lambda: processors[name](attn, x), args.device)
+                seconds, cpu, outs[name] = timed(lambda: processors[name](attn, x), args.device)
                 times.setdefault(name, []).append(seconds)
-        result[tokens] = {"seconds": times, "diff": float((outs["project"] - outs["diffusers"]).abs().max())}
+                cpus.setdefault(name, []).append(cpu)
+        result[tokens] = {"seconds": times, "cpu": cpus, "diff": float((outs["project"] - outs["diffusers"]).abs().max())}
     print(json.dumps(result))
 
 
@@ -194,7 +200,7 @@ def sdpa_rate(args, dtype):
     """Multiply-adds per second of one SDPA call here (2 x 2 x heads x N^2 x d flops)."""
     q, k, v = projected_qkv(1, 1, args.heads, 4096, args.dim, args.device, dtype)
     F.scaled_dot_product_attention(q[..., :256, :], k, v)
-    seconds, _ = timed(lambda: F.scaled_dot_product_attention(q, k, v), args.device)
+    seconds, _, _ = timed(lambda: F.scaled_dot_product_attention(q, k, v), args.device)
     return 4 * args.heads * 4096**2 * args.dim / seconds
 
 
@@ -202,7 +208,7 @@ def main_full(args, dtype, rate, itemsize):
     print(f"-- 1. full cross-frame attention: {args.branches} branch(es) x F frames x N tokens, "
           f"{args.heads} heads x {args.dim}")
     header = (f"{'tokens':>6} {'frames':>6} {'keys':>7} | {'project MiB':>11} {'s':>7} {'MiB/frame':>9} | "
-              f"{'sdpa MiB':>8} {'s':>7} | {'dense MiB':>9} {'s':>7} | {'speed vs sdpa':>13} {'max |diff|':>10}")
+              f"{'sdpa MiB':>8} {'s':>7} | {'dense MiB':>9} {'s':>7} | {'speed vs sdpa':>13} {'(cpu s)':>7} {'max |diff|':>10}")
     print(header)
     print("-" * len(header))
     skipped = []
@@ -235,13 +241,14 @@ def main_full(args, dtype, rate, itemsize):
                 print(f"{cell} | failed", flush=True)
                 continue
             peak = {r["first"]: r["peak"] for r in runs.values()}
-            best = {m: min(s for r in runs.values() for s in r["seconds"][m]) for m in ("project", "sdpa")}
+            best, cpu = ({m: min(s for r in runs.values() for s in r[key][m]) for m in ("project", "sdpa")}
+                         for key in ("seconds", "cpu"))
             diff = max(r["diff"] for r in runs.values())
             dense_cells = (f"{dense_r['peak'] / MIB:9.1f} {dense_r['seconds']['dense'][0]:7.2f}" if dense_r
                            else f"{'skip':>9} {'-':>7}")
             print(f"{cell} | {peak['project'] / MIB:11.1f} {best['project']:7.2f} {peak['project'] / MIB / frames:9.2f} | "
                   f"{peak['sdpa'] / MIB:8.1f} {best['sdpa']:7.2f} | {dense_cells} | "
-                  f"{best['sdpa'] / best['project']:13.3f} {diff:10.1e}", flush=True)
+                  f"{best['sdpa'] / best['project']:13.3f} {cpu['sdpa'] / cpu['project']:7.3f} {diff:10.1e}", flush=True)
     for line in skipped:
         print(f"   skipped: {line}")
 
@@ -249,7 +256,7 @@ def main_full(args, dtype, rate, itemsize):
 def main_frame1(args):
     print(f"-- 2. one frame, a whole attention layer ({args.heads * args.dim} channels, {args.heads} heads), "
           "batch 2: the project's processor vs diffusers' AttnProcessor2_0")
-    print(f"{'tokens':>6} | {'project s':>9} {'diffusers s':>11} | {'cost':>6} {'max |diff|':>10}")
+    print(f"{'tokens':>6} | {'project s':>9} {'diffusers s':>11} | {'cost':>6} {'(cpu s)':>7} {'max |diff|':>10}")
     runs = []
     for order in ("project,diffusers", "diffusers,project"):
         flags = child_flags(args, "--child", "frame1", "--order", order, "--tokens", *map(str, args.tokens))
@@ -261,9 +268,11 @@ def main_frame1(args):
         runs.append(result)
     for tokens in args.tokens:
         cells = [r[str(tokens)] for r in runs]
-        best = {m: min(s for c in cells for s in c["seconds"][m]) for m in ("project", "diffusers")}
+        best, cpu = ({m: min(s for c in cells for s in c[key][m]) for m in ("project", "diffusers")}
+                     for key in ("seconds", "cpu"))
         print(f"{tokens:6d} | {best['project']:9.4f} {best['diffusers']:11.4f} | "
-              f"{best['project'] / best['diffusers']:5.3f}x {max(c['diff'] for c in cells):10.1e}", flush=True)
+              f"{best['project'] / best['diffusers']:5.3f}x {cpu['project'] / cpu['diffusers']:6.3f}x "
+              f"{max(c['diff'] for c in cells):10.1e}", flush=True)
 
 
 def main_layout(args):
