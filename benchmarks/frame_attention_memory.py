@@ -8,7 +8,8 @@ F*N keys. Three ways to compute the same thing:
              as cross-frame processors that spell out the attention formula hold them.
     sdpa     one scaled_dot_product_attention call over all F*N queries: its memory depends on
              the kernel torch picks (fused kernels stream the keys; the math kernel builds the logits).
-    chunked  videdit.attention.frames.frame_attention with its default chunk size.
+    chunked  videdit.attention.frames.frame_attention at its defaults: one SDPA call where torch
+             picks a fused kernel, query chunks where it would pick the math kernel.
 
 How memory is measured. Every (method, frames) pair runs in a fresh subprocess, after its inputs
 exist, so one run's allocator state does not leak into the next.

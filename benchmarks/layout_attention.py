@@ -3,14 +3,14 @@
 The SD 1.5 UNet architecture (random weights, fp32) at 256x256 (latent 32x32), a guided batch of
 2 x F frames, two regions and a background, ST-Layout attention active (timestep 901) at the
 levels 16x16, 8x8 and 4x4 (factors 2, 4, 8; the 32x32 level keeps plain chunked cross-frame
-attention in both runs); and, as a second table, one modulated self-attention layer alone
+attention, unchunked, in both runs); and, as a second table, one modulated self-attention layer alone
 (where the difference lives; in the whole step at 256 px the feed-forward activations of the
 32x32 level are as large). Two implementations of the same step:
 
     dense    `videdit.attention.layout.dense_modulated_attention`: per self-attention layer the
              (F*N)^2 mask M and the logits of all heads at once, the formula written out.
     chunked  `videdit.attention.layout.modulated_attention`: M built per query chunk from region
-             ids, ``--chunk`` queries at a time (the project's default chunk follows a 256 MiB
+             ids, ``--chunk`` queries at a time (the project's default chunk follows a 64 MiB
              logits budget; pass --chunk 0 to use it).
 
 Memory: each (implementation, frames) runs in a fresh subprocess after the UNet and inputs exist.

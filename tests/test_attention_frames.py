@@ -18,10 +18,13 @@ from videdit.attention import (
 from videdit.attention.frames import (
     CrossFrameAttnProcessor,
     FrameAttentionState,
+    as_frames,
+    as_sequence,
     chunked_attention,
     cross_frame_attention,
     default_chunk_size,
     frame_attention,
+    sdpa_writes_logits,
 )
 
 
@@ -68,16 +71,67 @@ def test_one_frame_full_is_ordinary_attention():
 
 def test_bias_reaches_each_chunk():
     q, k, v = random_qkv(branches=1, frames=2)
-    keys = 2 * k.shape[-2]
-    bias = torch.randn(2, q.shape[-2], keys)  # (frame, query, key), shared by heads
+    bias = torch.randn(q.shape[-2], k.shape[-2])  # (query, key), shared by frames and heads
 
-    out = frame_attention(q, k, v, 2, "full", chunk_size=3, bias=lambda f, a, b: bias[f, a:b])
+    out = chunked_attention(q, k, v, chunk_size=3, bias=lambda a, b: bias[a:b])
 
-    k2, v2 = (t.transpose(0, 1).reshape(1, t.shape[1], keys, -1) for t in (k, v))
-    expected = torch.cat(
-        [torch.nn.functional.scaled_dot_product_attention(q[f : f + 1], k2, v2, attn_mask=bias[f]) for f in range(2)]
-    )
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def sdpa_spy(monkeypatch):
+    """Record (queries, keys) shapes of every scaled_dot_product_attention call."""
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        seen.append((tuple(q.shape), tuple(k.shape)))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def projected(branches, frames, heads, tokens, dim, seed=0):
+    """q, k, v as `run_attention_layer` makes them: a (B*F, N, heads*d) projection split into heads."""
+    g = torch.Generator().manual_seed(seed)
+    x = [torch.randn(branches * frames, tokens, heads * dim, generator=g) for _ in range(3)]
+    return x, [t.view(branches * frames, tokens, heads, dim).transpose(1, 2) for t in x]
+
+
+def test_fused_kernel_takes_all_frames_in_one_call(monkeypatch):
+    assert not sdpa_writes_logits(*random_qkv())  # torch's CPU flash kernel streams the keys
+    seen = sdpa_spy(monkeypatch)
+    (xq, _, _), (q, k, v) = projected(branches=2, frames=4, heads=2, tokens=10, dim=8)
+    # all frames of a branch are one sequence, a view of the projection itself: nothing is copied
+    assert as_sequence(q, 4).data_ptr() == xq.data_ptr() and as_sequence(q, 4).shape == (2, 2, 40, 8)
+    assert torch.equal(as_frames(as_sequence(q, 4), 4), q)
+
+    full = frame_attention(q, k, v, 4, "full")
+    assert seen == [((2, 2, 40, 8), (2, 2, 40, 8))]
+    sparse = frame_attention(q, k, v, 4, "sparse")
+    assert seen[1:] == [((8, 2, 10, 8), (8, 2, 20, 8))]  # every frame against its two frames, one call
+    torch.testing.assert_close(full, dense_reference(q, k, v, 4, "full"), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sparse, dense_reference(q, k, v, 4, "sparse"), atol=1e-5, rtol=1e-5)
+
+
+def test_math_kernel_is_chunked_by_the_budget(monkeypatch):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    import videdit.attention.frames as frames
+
+    q, k, v = random_qkv(branches=2, frames=4, heads=2, tokens=10)
+    assert sdpa_writes_logits(q[0], k[0], v[0])  # 3-D input: only the math kernel takes it
+    monkeypatch.setattr(frames, "LOGITS_BUDGET", 2 * 2 * 7 * 40)  # 7 queries of 40 keys per chunk
+    seen = sdpa_spy(monkeypatch)
+    with sdpa_kernel([SDPBackend.MATH]):
+        assert sdpa_writes_logits(q, k, v)
+        out = frame_attention(q, k, v, 4, "full")
+    assert [s[0][-2] for s in seen] == [7] * 5 + [5]  # 40 queries in chunks of 7
+    torch.testing.assert_close(out, dense_reference(q, k, v, 4, "full"), atol=1e-5, rtol=1e-5)
+    # a torch that cannot say which kernel it would pick: chunk
+    monkeypatch.delattr(torch, "_fused_sdp_choice")
+    assert sdpa_writes_logits(q, k, v)
 
 
 def test_chunks_bound_the_logits(monkeypatch):

@@ -69,6 +69,29 @@ def test_chunked_modulated_attention_matches_dense_reference(chunk):
                           plain, atol=1e-5)
 
 
+def test_modulation_reaches_sdpa_as_a_bias_per_query_chunk(monkeypatch):
+    from videdit.attention.frames import sdpa_writes_logits
+
+    g = torch.Generator().manual_seed(5)
+    heads, n, d = 2, 23, 8
+    q, k, v = (torch.randn(heads, n, d, generator=g) for _ in range(3))  # one clip's (frame, position) pairs
+    ids = _ids(n, 2, 6)
+    sigma = 1 - region_sizes(ids).float() / n
+    masks = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kwargs):
+        masks.append((tuple(attn_mask.shape), sdpa_writes_logits(q, k, v, attn_mask)))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    out = modulated_attention(q, k, v, ids, ids, sigma, 0.6, chunk_size=10)
+    # chunks of 10, 10 and 3 queries against all 23 keys, each taken by torch's fused CPU kernel
+    assert masks == [((1, heads, 10, n), False), ((1, heads, 10, n), False), ((1, heads, 3, n), False)]
+    ref = dense_modulated_attention(q, k, v, same_region(ids, ids), sigma, 0.6)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_outside_queries_are_negative_to_everything():
     m = same_region(torch.tensor([-1, 0]), torch.tensor([-1, 0, 1]))
     assert m.tolist() == [[False, False, False], [False, True, False]]

@@ -61,7 +61,8 @@ class EditOptions:
     control_scale: float = _opt(1.0, "ControlNet conditioning scale", range=(0.0, 10.0))
     frame_attention: str = _opt("full", "cross-frame self-attention: all frames, or the first and previous",
                                 choices=FRAME_ATTENTION)
-    attention_chunk: int | None = _opt(None, "queries per attention chunk (default: by a memory budget)",
+    attention_chunk: int | None = _opt(None, "queries per attention chunk (default: none where torch's fused "
+                                             "attention kernel runs, else by a memory budget)",
                                        range=(1, 2**31 - 1))
     device: str | None = _opt(None, "cuda, cuda:1, mps or cpu (default: the best available)")
     dtype: str | None = _opt(None, "fp16, bf16 or fp32 (default: fp16 on GPUs, fp32 on CPU)")

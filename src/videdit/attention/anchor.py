@@ -35,10 +35,13 @@ import torch
 
 from videdit.attention import install_processors, run_attention_layer
 from videdit.attention.frames import (
-    chunked_attention,
+    as_frames,
+    as_sequence,
+    attention,
     gather_frames,
     is_spatial_self_attention,
     num_branches,
+    output_like,
 )
 
 if TYPE_CHECKING:
@@ -68,21 +71,24 @@ def anchor_attention(
 
     q, k, v: (B*F, heads, N, d), frame f of branch b at index b*F + f; k_anc, v_anc:
     (B, heads, K*N, d), branch b's anchors; s: ``scale`` (1/sqrt(d) if None). ``is_anchor[f]``:
-    frame f is one of the anchors, so it reads [K_anc] alone. Queries go through
-    ``chunked_attention`` (at most chunk x keys logits per branch and head at once).
+    frame f is one of the anchors, so it reads [K_anc] alone; when every frame is, the branch's
+    F*N queries go in one call. Each call is `videdit.attention.frames.attention`: one SDPA call,
+    chunked only where its kernel would write out the logits or ``chunk_size`` is set.
     Returns (B*F, heads, N, dv).
     """
     branches = num_branches(q.shape[0], num_frames)
     if k_anc.shape[0] != branches:
         raise ValueError(f"anchor cache holds {k_anc.shape[0]} branches, the batch {branches}")
+    if is_anchor is not None and all(is_anchor):
+        return as_frames(attention(as_sequence(q, num_frames), k_anc, v_anc, chunk_size, scale), num_frames)
     q5, k5, v5 = (t.unflatten(0, (branches, num_frames)) for t in (q, k, v))
-    out = q.new_empty(*q5.shape[:-1], v.shape[-1])
+    out = output_like(q5, v5)
     for f in range(num_frames):
         if is_anchor is not None and is_anchor[f]:
             keys, values = k_anc, v_anc
         else:
             keys, values = torch.cat([k5[:, f], k_anc], dim=-2), torch.cat([v5[:, f], v_anc], dim=-2)
-        out[:, f] = chunked_attention(q5[:, f], keys, values, chunk_size, scale)
+        out[:, f] = attention(q5[:, f], keys, values, chunk_size, scale)
     return out.flatten(0, 1)
 
 

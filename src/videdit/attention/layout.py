@@ -24,7 +24,9 @@ pushed down towards its minimum.
 Regions are given as per-token region ids (-1: outside every region), and M is built on the fly
 for one chunk of queries, M[q, k] = (id[q] >= 0) & (id[q] == id[k]): the (frames x tokens)^2
 matrix of the self-attention of a clip is never materialised (at 32x32 with 16 frames it would be
-16384^2 per head). ``dense_modulated_attention`` is the literal formula for tests and benchmarks.
+16384^2 per head). Self-attention hands the modulation to torch's ``scaled_dot_product_attention``
+as scaled queries and an additive bias (`modulated_attention` shows the algebra).
+``dense_modulated_attention`` is the literal formula for tests and benchmarks.
 
 Which layers: a layer's resolution is derived from its token count and the latent size (a UNet
 level halves the latent with ceil: 45 -> 23 -> 12), and modulation applies at the levels listed in
@@ -44,7 +46,14 @@ import torch
 import torch.nn.functional as F
 
 from videdit.attention import install_processors, is_cross_attention, is_temporal, run_attention_layer
-from videdit.attention.frames import default_chunk_size, frame_attention, is_spatial_self_attention, num_branches
+from videdit.attention.frames import (
+    attention,
+    default_chunk_size,
+    frame_attention,
+    is_spatial_self_attention,
+    num_branches,
+    output_like,
+)
 
 if TYPE_CHECKING:
     from diffusers.models.attention_processor import Attention
@@ -121,23 +130,43 @@ def modulated_attention(
     scale: float | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """softmax(modulate_logits(q k^T * scale, same_region(q_ids, k_ids), sigma, weight)) v, by query chunks.
+    """softmax(modulate_logits(q k^T * scale, same_region(q_ids, k_ids), sigma, weight)) v, through SDPA.
+
+    Given a row's S_max and S_min the modulation is linear in S, and a term constant along a row
+    leaves its softmax unchanged, so with w = ``weight``:
+
+        S' = (1 - w sigma) S + w sigma (S_max - S_min) M + w sigma S_min
+           ~ (1 - w sigma) S + B,        B = w sigma (S_max - S_min) M
+
+    SDPA gets the queries scaled by (1 - w sigma) and B as its additive mask, which torch's fused
+    kernels take (the memory-efficient one on CUDA, flash on the CPU). B is built for one chunk of
+    queries at a time: the chunk's logits give S_max and S_min, then their buffer holds B, with M
+    from the region ids; so chunk x Nk values per batch element exist at once (default chunk:
+    `default_chunk_size`), never the (Nq x Nk) mask.
 
     q: (..., Nq, d); k, v: (..., Nk, d); q_ids, sigma: (..., Nq) and k_ids: (..., Nk), broadcastable
-    to the batch dims of q and k (e.g. (Nq,) for all heads). Only ``chunk_size`` x Nk logits and
-    mask entries per batch element exist at once (default: `default_chunk_size`).
+    to the batch dims of q and k (e.g. (Nq,) for all heads).
     """
+    if q.ndim == 3:  # the fused kernels take (batch, heads, tokens, d) only
+        return modulated_attention(q[None], k[None], v[None], q_ids, k_ids, sigma, weight, scale, chunk_size)[0]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if weight == 0:
+        return attention(q, k, v, chunk_size, scale)
     num_queries, num_keys = q.shape[-2], k.shape[-2]
     if chunk_size is None:
         chunk_size = default_chunk_size(math.prod(q.shape[:-2]), num_keys)
-    out = q.new_empty(*q.shape[:-1], v.shape[-1])
+    out = output_like(q, v)
     kt = k.transpose(-1, -2)
     for first in range(0, num_queries, chunk_size):
         rows = slice(first, min(first + chunk_size, num_queries))
-        s = (q[..., rows, :] @ kt) * scale
-        m = same_region(q_ids[..., rows], k_ids)
-        out[..., rows, :] = _softmax_v(_modulate_(s, m, sigma[..., rows], weight), v)
+        s = (q[..., rows, :] @ kt).mul_(scale)  # S of this chunk, only for its row extremes
+        s_min, s_max = torch.aminmax(s, dim=-1)
+        w_sigma = (weight * sigma[..., rows]).to(q.dtype)
+        bias = torch.mul(same_region(q_ids[..., rows], k_ids), (w_sigma * (s_max - s_min))[..., None], out=s)
+        out[..., rows, :] = F.scaled_dot_product_attention(
+            q[..., rows, :] * (1 - w_sigma)[..., None], k, v, attn_mask=bias, scale=scale
+        )
+        del s, bias  # before the next chunk's logits exist
     return out
 
 
