@@ -232,10 +232,8 @@ def enlarged(frame: np.ndarray) -> np.ndarray:
     return frame.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else frame
 
 
-def editor_value(background: np.ndarray | None, layers: list[np.ndarray] = ()) -> dict | None:
-    if background is None:
-        return None
-    return {"background": background, "layers": list(layers), "composite": None}
+def editor_value(background: np.ndarray | None) -> dict | None:
+    return None if background is None else {"background": background, "layers": [], "composite": None}
 
 
 def save_layers(editor: dict | None, folder: Path) -> list[Path]:
@@ -637,19 +635,9 @@ def build_app(workdir: str | Path) -> gr.Blocks:
         option_inputs = [controls[n] for n in names]
 
         # --- input and first frame
-        def show_first(path, start, size):
-            if not path:
-                return None, "", None, None
-            try:
-                frame, info = first_frame(path, start if start is not None else 0, size or 512)
-            except UserError as exc:
-                return None, error_line(exc), None, None
-            big = enlarged(frame)
-            return frame, info, editor_value(big), editor_value(big)
-
-        # an example's painted layers and first frame, kept for its clip: choosing it sets the video, which
-        # shows the first frame and resets the editors; these put its layers back
-        example_editors = gr.State({})
+        # an example's edited first frame (i2v), kept for its clip: choosing the example sets the video, which
+        # shows its first frame and resets the editors; this puts the edited one back
+        example_firsts = gr.State({})
 
         def show_first(path, start, size, kept):
             if not path:
@@ -659,14 +647,12 @@ def build_app(workdir: str | Path) -> gr.Blocks:
             except UserError as exc:
                 return None, error_line(exc), None, None
             big = enlarged(frame)
-            regions, first = (kept or {}).get(Path(path).name, (None, None))
-            if regions is not None and all(layer.shape[:2] == big.shape[:2] for layer in regions):
-                return big, info, editor_value(big, regions), editor_value(first)
-            return big, info, editor_value(big), editor_value(big)
+            first = (kept or {}).get(Path(path).name)
+            return big, info, editor_value(big), editor_value(first if first is not None else big)
 
         first_outputs = [frame0, clip_info, region_editor, i2v_editor]
         for trigger in (video.change, controls["start"].change, controls["size"].change):
-            trigger(show_first, [video, controls["start"], controls["size"], example_editors], first_outputs,
+            trigger(show_first, [video, controls["start"], controls["size"], example_firsts], first_outputs,
                     api_name=False)
 
         def pick_example(name, kept):
@@ -676,12 +662,12 @@ def build_app(workdir: str | Path) -> gr.Blocks:
             settings = ex["settings"]
             values = [settings.get(n, fields_by_name[n].default) for n in names]
             values = ["" if v is None and _kind(fields_by_name[n])[0] == "str" else v for n, v in zip(names, values)]
-            big = enlarged(ex["frames"][0])
-            first = enlarged(ex["first_frame"]) if "first_frame" in ex else big
-            kept = dict(kept or {}, **{path.name: (ex.get("layers", []), first)})
+            kept = dict(kept or {})
+            if "first_frame" in ex:
+                kept[path.name] = enlarged(ex["first_frame"])
             return [kept, str(path), ex.get("regions", "")] + values
 
-        example.change(pick_example, [example, example_editors], [example_editors, video, region_text] + option_inputs,
+        example.change(pick_example, [example, example_firsts], [example_firsts, video, region_text] + option_inputs,
                        api_name="example")
 
         def on_method(method):
