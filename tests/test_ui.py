@@ -199,3 +199,34 @@ def test_browser_uploads_a_video_runs_an_edit_and_shows_the_result(server, video
         finally:
             browser.close()
     assert (tmp_path / "result.png").stat().st_size > 10_000
+
+
+def test_painted_layers_and_the_i2v_frame_become_the_cli_inputs(tmp_path, small_clip):
+    """What the two image editors send (RGBA layers, a composite) becomes --region masks and --first-frame."""
+    from PIL import Image
+
+    app = ui.App(tmp_path / "work")
+    background = np.zeros((48, 64, 3), np.uint8)
+    layer = np.zeros((48, 64, 4), np.uint8)
+    layer[10:20, 5:15] = (255, 0, 0, 255)
+    blank = np.zeros_like(layer)
+    editor = {"background": background, "layers": [layer, blank], "composite": None}
+    defaults = {f.name: "" if f.default is None else f.default for f in ui.option_fields()}
+    values = list(dict(defaults, method="grain", prompt="a red fox on grass").values())
+    folder = app.new_folder("jobs")
+    opts, extra = app.prepare(str(small_clip), editor, "fox=layer1:red fox\nsky=auto:grass:grass", None, values,
+                              folder)
+    fox, sky = extra["regions"]
+    mask = np.asarray(Image.open(fox.mask)) > 0
+    assert mask.sum() == 100 and mask[10:20, 5:15].all() and sky.auto_word == "grass"
+    for text, message in (("fox=layer2:red fox", "layer2 is empty"), ("fox=layer3:red fox", "layer3 is not painted"),
+                          ("fox=../jobs:red fox", "the page takes painted layers")):
+        with pytest.raises(ui.UserError, match=message):
+            app.prepare(str(small_clip), editor, text, None, values, folder)
+    composite = np.full((48, 64, 4), (0, 0, 255, 255), np.uint8)
+    values = list(dict(defaults, method="i2v", prompt="a blue fox").values())
+    opts, _ = app.prepare(str(small_clip), None, "", {"background": background, "layers": [], "composite": composite},
+                          values, folder)
+    assert (np.asarray(Image.open(opts.first_frame)) == (0, 0, 255)).all()
+    with pytest.raises(ui.UserError, match="method i2v needs an edited first frame"):
+        app.prepare(str(small_clip), None, "", None, values, folder)

@@ -593,7 +593,8 @@ def build_app(workdir: str | Path) -> gr.Blocks:
                                              placeholder="left_man=layer1:Spiderman\nground=auto:grass:grass meadow")
                     with gr.Row():
                         preview_regions = gr.Button("preview the regions over the clip", size="sm")
-                    region_video = gr.Video(label="regions over the clip", interactive=False, height=240)
+                    region_video = gr.Video(label="regions over the clip", interactive=False, height=240,
+                                            elem_id="regions-preview")
                 with gr.Group(visible=False) as i2v_box:
                     gr.Markdown("**Edited first frame** (i2v): paint over the source's first frame or upload an "
                                 "image; it is propagated along the source's motion.")
@@ -734,7 +735,8 @@ def build_app(workdir: str | Path) -> gr.Blocks:
     return page
 
 
-SHARE_LINE = ("--share: a public https://*.gradio.live address forwards to this page; anyone who has it can upload "
+SHARE_LINE = ("--share: a public https://*.gradio.live address forwards to this page for up to a week; anyone who "
+              "has it can upload "
               "videos, run edits on this machine's {device} and download results (the page serves only its work "
               "folder {workdir}).")
 
