@@ -318,8 +318,9 @@ def _demo_example(method: str, steps: int = 20) -> dict:
     from .shapes import method_options, world
 
     clip, target = demo_clip(16)
+    # as `videdit demo`: no reconstruction (tick it to see the inversion check; it adds a third to the time)
     settings = dict(method=method, model=MODELS[method], steps=steps, frames=16, size=clip.frames.shape[2], seed=0,
-                    strength=1.0, source_prompt=clip.spec.scene.caption, prompt=target.caption,
+                    strength=1.0, reconstruction=False, source_prompt=clip.spec.scene.caption, prompt=target.caption,
                     **method_options(method, steps))
     example = dict(frames=clip.frames, settings=settings)
     if method == "anchor":
@@ -338,6 +339,7 @@ def _square_example(steps: int = 20) -> dict:
 
     source, truth = square_clips(8)
     settings = dict(method="i2v", model="shapes-i2v", steps=steps, inversion_steps=2 * steps, frames=8,
+                    reconstruction=False,
                     size=source.frames.shape[2], seed=0, prompt=truth.spec.scene.caption,
                     **method_options("i2v", steps))
     return dict(frames=source.frames, settings=settings, first_frame=truth.frames[0])
