@@ -763,12 +763,19 @@ def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, workd
     elif host not in ("127.0.0.1", "localhost", "::1"):
         print(f"listening on {host}: anyone who can reach this machine on port {port} can use the page")
     try:
-        _, url, _ = page.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(workdir)],
-                                max_file_size=f"{max_upload_mb}mb", prevent_thread_lock=not block, quiet=not block,
-                                ssr_mode=False, show_error=False)
+        _, url, share_url = page.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(workdir)],
+                                        max_file_size=f"{max_upload_mb}mb", prevent_thread_lock=True, quiet=True,
+                                        ssr_mode=False, show_error=False)
     except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port} ({exc})") from None
-    finally:
-        if block and own:
+        if own:
             shutil.rmtree(workdir, ignore_errors=True)
+        raise UserError(f"cannot listen on {host}:{port} ({exc})") from None
+    if block:
+        print(f"videdit ui: {url}" + (f" and {share_url}" if share_url else "") +
+              f" (work folder {workdir}; Ctrl+C stops)", flush=True)
+        try:
+            page.block_thread()
+        finally:
+            if own:
+                shutil.rmtree(workdir, ignore_errors=True)
     return page, url
