@@ -1,6 +1,7 @@
 """`videdit ui`'s bundled ShapesWorld example through the page's API (gradio_client) against the same edit
 through `videdit.api.edit` in the same process, one after the other: the page's overhead as a ratio, and the
-seconds of each (the README's "under a minute" holds on an idle 2-core machine, as `videdit demo`'s 34 s).
+seconds of each. The goal is under a minute on a laptop; `videdit demo` (the same clip, method and steps) is
+quoted at 34 s on an idle 2-core machine, and on a busy one torch's two OpenMP threads are far slower than one.
 
     python benchmarks/ui_example.py [--example N]
 """
