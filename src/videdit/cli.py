@@ -149,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_args", nargs=argparse.REMAINDER)
 
     p = sub.add_parser("presets", help="list model presets")
+
+    p = sub.add_parser("ui", help="a web page for every method (Gradio), on 127.0.0.1 unless told otherwise")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link to the page")
+    p.add_argument("--workdir", help="folder for uploads and results, the only one served (default: a new "
+                   "temporary folder, removed on exit)")
+    p.add_argument("--max-upload-mb", type=float, default=500, help="largest upload accepted (default: 500)")
     sub.metavar = "{" + ",".join(sub.choices) + "}"  # a missing command's error lists the commands
     return parser
 
@@ -254,9 +262,19 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_ui(args) -> int:
+    _quiet_libraries(False)
+    try:
+        from .ui import launch
+    except ImportError as exc:
+        raise UserError(f"the web UI needs the ui extra ({exc.name} is missing): pip install 'videdit[ui]'") from None
+    launch(args.host, args.port, args.share, args.workdir, args.max_upload_mb)
+    return 0
+
+
 COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "eval": cmd_eval,
             "finetune-equivariant": cmd_finetune_equivariant, "demo": cmd_demo, "bench": cmd_bench, "shapes": cmd_shapes,
-            "presets": cmd_presets}
+            "presets": cmd_presets, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,232 @@
+"""`videdit ui`: the page's functions through gradio_client, and the page itself in a real browser
+(Debian's chromium, headless, driven by Playwright), on a server started here on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+gr = pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from videdit import ui  # noqa: E402
+from videdit.cli import main as cli_main  # noqa: E402
+from videdit.config import EditOptions  # noqa: E402
+from videdit.video import read_clip, working_size, write_video  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+UPLOAD_LIMIT_MB = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ui-work")
+    page, url = ui.launch("127.0.0.1", _free_port(), workdir=workdir, max_upload_mb=UPLOAD_LIMIT_MB, block=False)
+    yield page, url, workdir
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory):
+    return Client(server[1], verbose=False, download_files=str(tmp_path_factory.mktemp("ui-downloads")))
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory) -> Path:
+    """6 frames of 56x40 noise: the working size at --size 64 is 64x48, not the input's."""
+    frames = (np.random.default_rng(0).random((6, 40, 56, 3)) * 255).astype(np.uint8)
+    return write_video(tmp_path_factory.mktemp("ui-input") / "clip.mp4", frames, 8)
+
+
+def _jobs(workdir: Path) -> list[Path]:
+    return sorted((workdir / "jobs").iterdir())
+
+
+def test_every_option_has_a_control_built_from_its_metadata():
+    shown = {f.name for f in ui.option_fields()}
+    for f in dataclasses.fields(EditOptions):
+        assert f.name in shown or f.name in ui.FIXED or f.name in ui.FROM_WIDGETS, f.name
+    fields = {f.name: f for f in dataclasses.fields(EditOptions)}
+    assert ui.methods_of(fields["layout_cross"]) == ("grain",)
+    assert ui.methods_of(fields["inject_steps"]) == ("invert", "grain")
+    assert ui.methods_of(fields["strength"]) == ()
+    # a field the page has never seen gets a widget from its metadata alone
+    new = dataclasses.field(default="b", metadata={"help": "grain: a new choice", "choices": ("a", "b")})
+    new.name, new.type = "new_option", "str"
+    with gr.Blocks():
+        control = ui.make_control(new)
+    assert isinstance(control, gr.Dropdown) and control.value == "b" and "--new-option" in control.info
+    assert ui.methods_of(new) == ("grain",)
+    # an empty optional number means the default, not 0
+    layer = ui.options_from_values(["guidance", "frames", "steps"], ["", " 4 ", 3.0])
+    assert "guidance" not in layer and layer["frames"] == "4" and layer["steps"] == 3
+
+
+def test_edit_through_the_client_writes_the_result(client, server, small_clip, tiny_sd, tmp_path):
+    status, source, edited, recon, output, archive, table, log = client.predict(
+        video=handle_file(str(small_clip)), prompt="a red fox", model=str(tiny_sd), steps=2, size=64,
+        frames=4, stride=1, eval=True, api_name="/run")
+    assert status.startswith("done: 4 frames 56x40"), status
+    work = working_size(56, 40, 64)
+    for path, size in ((edited, work), (source, work), (recon, work), (output, (56, 40))):
+        clip = read_clip(path)
+        assert len(clip.frames) == 4 and clip.size == size, (path, clip.size)
+    names = set(zipfile.ZipFile(archive).namelist())
+    assert {"edited.mp4", "edited_run/edited.mp4", "edited_run/config.yaml", "edited_run/eval.json"} <= names
+    metrics = {row[0]: row[1] for row in table["data"]}
+    saved = json.loads(zipfile.ZipFile(archive).read("edited_run/eval.json"))["metrics"]
+    assert float(metrics["Warp error (edited)"]) == pytest.approx(saved["warp_error"]["value"], rel=1e-3, abs=1e-4)
+    assert "CLIP-T" in metrics  # unavailable offline, and listed with the reason
+    assert "method invert" in log
+    jobs = _jobs(server[2])
+    assert (jobs[-1] / "edited.mp4").is_file()
+
+
+def test_bad_strength_shows_the_cli_message(client, server, small_clip, capsys, tmp_path):
+    before = _jobs(server[2])
+    status = client.predict(video=handle_file(str(small_clip)), prompt="a red fox", strength=1.5, api_name="/run")[0]
+    assert cli_main(["edit", str(small_clip), "-o", str(tmp_path / "out.mp4"), "--prompt", "a red fox",
+                     "--strength", "1.5"]) == 2
+    assert status == capsys.readouterr().err.strip() == "videdit: error: --strength must be in [0, 1], got 1.5"
+    assert _jobs(server[2]) == before  # nothing left behind
+    missing = client.predict(prompt="a red fox", api_name="/run")[0]
+    assert missing == "videdit: error: no input video: upload one or pick an example"
+
+
+def test_cancel_stops_the_run_and_leaves_nothing(client, server, small_clip, tiny_sd):
+    app = server[0].videdit_app
+    before = _jobs(server[2])
+    job = client.submit(video=handle_file(str(small_clip)), prompt="a red fox", model=str(tiny_sd), steps=200,
+                        size=64, frames=2, no_cache=True, reconstruction=False, api_name="/run")
+    deadline = time.monotonic() + 120
+    while not any(j.bars for j in app.jobs.values()):  # wait for the method's first bar
+        assert time.monotonic() < deadline and not job.done(), "the run never started a progress bar"
+        time.sleep(0.2)
+    running = next(iter(app.jobs.values()))
+    assert running.bars[0][0] == "inversion" and running.bars[0][2] == 200
+    assert client.predict(api_name="/cancel") == "cancelling at the next step..."
+    status, *_ = job.result(timeout=120)
+    assert status == "cancelled: nothing was written"
+    assert _jobs(server[2]) == before and not app.jobs
+    assert client.predict(api_name="/cancel") == "nothing is running"
+
+
+def test_examples_and_regions_read_only_the_apps_own_files(client, server):
+    name = next(n for n in ui.EXAMPLES if "(grain" in n)
+    values = client.predict(name, api_name="/example")
+    video, regions = values[0], values[1]
+    assert regions.count("=") == 2 and "a blue circle" in regions
+    options = dict(zip([f.name for f in ui.option_fields()], values[2:]))
+    assert options["method"] == "grain" and options["model"] == "shapes-sd" and options["layout_cross"] == 20
+    preview, note = client.predict(video=handle_file(video), regions=regions, size=64, frames=16,
+                                   api_name="/preview_regions")
+    assert note == "2 painted region(s) over 16 frames"
+    assert read_clip(preview).frames.shape == (16, 64, 64, 3)
+    _, note = client.predict(video=handle_file(video), regions="x=/etc/hostname:a blue circle", size=64,
+                             api_name="/preview_regions")
+    assert note.startswith("videdit: error: region 'x': the page takes painted layers"), note
+
+
+def test_only_the_work_folder_is_served_and_uploads_are_limited(server):
+    import httpx
+
+    url, workdir = server[1], server[2]
+    inside = workdir / "examples" / "served.txt"
+    inside.write_text("ok")
+    assert httpx.get(f"{url}gradio_api/file={inside}").status_code == 200
+    for outside in ("/etc/hostname", str(Path(__file__).resolve())):
+        assert httpx.get(f"{url}gradio_api/file={outside}").status_code == 403, outside
+    big = os.urandom(int((UPLOAD_LIMIT_MB + 0.5) * 2**20))
+    reply = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.mp4", big)})
+    assert reply.status_code == 413
+    assert httpx.post(f"{url}gradio_api/upload", files={"files": ("small.mp4", big[:1000])}).status_code == 200
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (CI installs it with apt-get)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def test_browser_uploads_a_video_runs_an_edit_and_shows_the_result(server, videos, tiny_sd, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    url = server[1]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.locator("#input-video input[type=file]").set_input_files(str(videos / "fox.mp4"))
+            page.wait_for_selector("#first-frame img", timeout=60_000)
+            assert "fox.mp4: 512x512" in page.locator("#clip-info").inner_text()
+            page.locator("#opt-prompt textarea").fill("a red fox")
+            for name, value in (("frames", "2"), ("size", "64"), ("steps", "2")):
+                page.locator(f"#opt-{name}").locator("input, textarea").first.fill(value)
+            model = page.locator("#opt-model input")
+            model.fill(str(tiny_sd))
+            model.press("Enter")
+            page.locator("#run").click()
+            status = page.locator("#status")
+            sync_api.expect(status).to_contain_text(re.compile("done|error|failed"), timeout=180_000)
+            assert status.inner_text().startswith("done: 2 frames 512x512"), status.inner_text()
+            video = page.locator("#result-edited video")
+            video.wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "result.png"), full_page=True)
+            src = video.get_attribute("src")
+            assert src and "edited.mp4" in src
+            reply = page.request.get(src)
+            assert reply.ok and reply.body()[4:8] == b"ftyp"  # an mp4 is served
+        finally:
+            browser.close()
+    assert (tmp_path / "result.png").stat().st_size > 10_000
+
+
+def test_painted_layers_and_the_i2v_frame_become_the_cli_inputs(tmp_path, small_clip):
+    """What the two image editors send (RGBA layers, a composite) becomes --region masks and --first-frame."""
+    from PIL import Image
+
+    app = ui.App(tmp_path / "work")
+    background = np.zeros((48, 64, 3), np.uint8)
+    layer = np.zeros((48, 64, 4), np.uint8)
+    layer[10:20, 5:15] = (255, 0, 0, 255)
+    blank = np.zeros_like(layer)
+    editor = {"background": background, "layers": [layer, blank], "composite": None}
+    defaults = {f.name: "" if f.default is None else f.default for f in ui.option_fields()}
+    values = list(dict(defaults, method="grain", prompt="a red fox on grass").values())
+    folder = app.new_folder("jobs")
+    opts, extra = app.prepare(str(small_clip), editor, "fox=layer1:red fox\nsky=auto:grass:grass", None, values,
+                              folder)
+    fox, sky = extra["regions"]
+    mask = np.asarray(Image.open(fox.mask)) > 0
+    assert mask.sum() == 100 and mask[10:20, 5:15].all() and sky.auto_word == "grass"
+    for text, message in (("fox=layer2:red fox", "layer2 is empty"), ("fox=layer3:red fox", "layer3 is not painted"),
+                          ("fox=../jobs:red fox", "the page takes painted layers")):
+        with pytest.raises(ui.UserError, match=message):
+            app.prepare(str(small_clip), editor, text, None, values, folder)
+    composite = np.full((48, 64, 4), (0, 0, 255, 255), np.uint8)
+    values = list(dict(defaults, method="i2v", prompt="a blue fox").values())
+    opts, _ = app.prepare(str(small_clip), None, "", {"background": background, "layers": [], "composite": composite},
+                          values, folder)
+    assert (np.asarray(Image.open(opts.first_frame)) == (0, 0, 255)).all()
+    with pytest.raises(ui.UserError, match="method i2v needs an edited first frame"):
+        app.prepare(str(small_clip), None, "", None, values, folder)
