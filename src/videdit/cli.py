@@ -8,7 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from .config import EditOptions
+from .config import EditOptions, option_help
 from .errors import UserError, printable
 
 TRUE_BY_DEFAULT = {"reconstruction": "no-reconstruction", "run_folder": "no-run-folder", "progress": "no-progress",
@@ -46,10 +46,7 @@ class Parser(argparse.ArgumentParser):
 
 def _help_with_default(f) -> str:
     """The field's help, with its range and its default (unless the help already says it, or there is none)."""
-    text = f.metadata["help"]
-    if "range" in f.metadata:
-        low, high = f.metadata["range"]
-        text = f"{text} [{low} to {high}]"
+    text = option_help(f)
     if "default" in f.metadata["help"] or f.default is None:
         return text
     return f"{text} (default: {f.default})"

@@ -180,6 +180,14 @@ class EditOptions:
 OPTION_NAMES = tuple(f.name for f in fields(EditOptions))
 
 
+def option_help(f) -> str:
+    """An option's help with its range, as the CLI's --help and the web UI show it."""
+    if "range" not in f.metadata:
+        return f.metadata["help"]
+    low, high = f.metadata["range"]
+    return f"{f.metadata['help']} [{low} to {high}]"
+
+
 def check_range(name: str, value, low, high) -> None:
     """A `UserError` unless ``value`` is a finite number in [low, high] (``name`` is the option's field name)."""
     flag = "--" + name.replace("_", "-")

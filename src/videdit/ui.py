@@ -39,7 +39,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page works off
 
 import gradio as gr  # noqa: E402
 
-from .config import METHODS, EditOptions  # noqa: E402
+from .config import METHODS, EditOptions, option_help  # noqa: E402
 from .errors import UserError  # noqa: E402
 
 log = logging.getLogger("videdit")
@@ -96,7 +96,7 @@ def make_control(f: dataclasses.Field, value=dataclasses.MISSING) -> gr.componen
     kind, optional = _kind(f)
     value = f.default if value is dataclasses.MISSING else value
     flag = "--" + f.name.replace("_", "-")
-    common = dict(label=f.name.replace("_", " "), info=f"{f.metadata['help']} ({flag})",
+    common = dict(label=f.name.replace("_", " "), info=f"{option_help(f)} ({flag})",
                   elem_id="opt-" + f.name.replace("_", "-"))
     if "choices" in f.metadata:
         return gr.Dropdown(list(f.metadata["choices"]), value=value, **common)
