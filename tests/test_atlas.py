@@ -147,3 +147,74 @@ def test_render_keeps_the_source_where_no_layer_covers():
     layers = Layers(Layer("bg", np.zeros((4, 4, 3), np.uint8), seen, uv), [], 8.0, "test")
     source = np.full((1, 2, 2, 3), 77, np.uint8)
     assert (render_frame(layers, 0, source=source[0]) == 77).all()
+
+
+# ---------------------------------------------------------------------------------------
+# videdit atlas CLIP -o DIR, videdit atlas render DIR -o out.mp4
+
+def cli(*argv):
+    from videdit.cli import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def clip_files(tmp_path_factory):
+    """A ShapesWorld clip as a frame folder and its moving object's masks as a numbered folder."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("atlas-cli")
+    clip = pan_clip(size=64, frames=8)
+    for name, arrays in (("frames", clip.frames), ("masks", clip.masks[:, 0].astype(np.uint8) * 255)):
+        (root / name).mkdir()
+        for t, a in enumerate(arrays):
+            Image.fromarray(a).save(root / name / f"{t:05d}.png")
+    return root, clip
+
+
+def test_atlas_command_builds_and_renders_an_edit(clip_files, tmp_path, capsys):
+    from PIL import Image
+
+    from videdit.video import read_clip
+
+    root, clip = clip_files
+    out = tmp_path / "layers"
+    assert cli("atlas", root / "frames", "-o", out, "--size", 64, "--atlas-mask", root / "masks") == 0
+    for name in ("atlas_bg.png", "atlas_fg.png", "atlas_fg_alpha.png", "atlas_reconstruction.mp4", "maps.npz"):
+        assert (out / name).is_file()
+    fg = np.asarray(Image.open(out / "atlas_fg.png")).copy()
+    fg[..., :] = (0, 220, 0)
+    Image.fromarray(fg).save(tmp_path / "green.png")
+    video = tmp_path / "green.mp4"
+    assert cli("atlas", "render", out, "--fg", tmp_path / "green.png", "-o", video) == 0
+    frames = read_clip(video).frames
+    assert frames.shape == clip.frames.shape
+    inner = np.stack([__import__("cv2").erode(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in clip.masks[:, 0]])
+    assert frames[inner][:, 1].mean() > 180 and frames[inner][:, 0].mean() < 60  # the red circle is green
+    assert cli("atlas", "render", out, "--fg", tmp_path / "green.png", "-o", video) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_atlas_command_bad_input_is_one_line_and_writes_nothing(clip_files, tmp_path, capsys):
+    from PIL import Image
+
+    root, clip = clip_files
+    out = tmp_path / "layers"
+    few = tmp_path / "few"
+    few.mkdir()
+    for t in range(5):
+        Image.fromarray(clip.masks[t, 0].astype(np.uint8) * 255).save(few / f"{t:05d}.png")
+    assert cli("atlas", root / "frames", "-o", out, "--size", 64, "--atlas-mask", few) == 2
+    empty = tmp_path / "empty.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(empty)
+    assert cli("atlas", root / "frames", "-o", out, "--size", 64, "--atlas-mask", empty) == 2
+    assert cli("atlas", root / "frames", "-o", out, "--atlas-backend", "nla", "--atlas-checkpoint", tmp_path) == 2
+    assert not out.exists()
+    assert cli("atlas", root / "frames", "-o", out, "--size", 64, "--atlas-mask", root / "masks") == 0
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "small.png")
+    assert cli("atlas", "render", out, "--bg", tmp_path / "small.png", "-o", tmp_path / "x.mp4") == 2
+    assert not (tmp_path / "x.mp4").exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(lines) == 4 and all(line.startswith("videdit: error:") for line in lines)
+    assert "no mask for frame 5" in lines[0] and "no foreground found" in lines[1]
+    assert "not an NLA checkpoint" in lines[2] and "12x10" in lines[3]
