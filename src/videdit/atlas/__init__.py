@@ -58,7 +58,7 @@ def build_layers(frames: np.ndarray, masks: np.ndarray | None = None, fps: float
 
     ``masks`` (T, H, W) bool give the foreground's alpha; without them it comes from motion.
     """
-    from videdit.inversion import cache_dir
+    from videdit.fsutil import cache_dir
 
     settings = settings or MosaicSettings()
     if masks is not None and masks.shape[-3:] != frames.shape[:3]:

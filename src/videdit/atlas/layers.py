@@ -74,10 +74,14 @@ class Layers:
 
 def uv_from_homographies(homographies: np.ndarray, height: int, width: int) -> np.ndarray:
     """(T, H, W, 2) float32: pixel (x, y) of each frame mapped by its 3x3 homography (x' = Hx / (Hx)_z)."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    points = np.stack([xs, ys, np.ones_like(xs)], -1)  # (H, W, 3)
-    mapped = np.einsum("tij,hwj->thwi", np.asarray(homographies, np.float64), points)
-    return (mapped[..., :2] / mapped[..., 2:3]).astype(np.float32)
+    xs = np.arange(width, dtype=np.float64)[None, :]
+    ys = np.arange(height, dtype=np.float64)[:, None]
+    out = np.empty((len(homographies), height, width, 2), np.float32)
+    for t, H in enumerate(np.asarray(homographies, np.float64)):
+        z = H[2, 0] * xs + H[2, 1] * ys + H[2, 2]
+        out[t, ..., 0] = (H[0, 0] * xs + H[0, 1] * ys + H[0, 2]) / z
+        out[t, ..., 1] = (H[1, 0] * xs + H[1, 1] * ys + H[1, 2]) / z
+    return out
 
 
 def sample(atlas: np.ndarray, uv: np.ndarray) -> np.ndarray:

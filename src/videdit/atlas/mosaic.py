@@ -48,7 +48,9 @@ class MosaicSettings:
     motion_threshold: float = 24.0  # motion alpha: difference from the panorama (0-255) that is foreground
     flow_threshold: float = 1.0     # motion alpha: flow against the background's (pixels) that is evidence of motion
     max_atlas_scale: float = 4.0    # the background atlas is at most this many frame widths / heights
-    median_frames: int = 31         # frames in the background median (evenly spaced; the rest fill gaps)
+    median_frames: int = 15         # frames in the background median (evenly spaced; the rest fill gaps)
+    analysis_size: int = 256        # background motion is estimated at this long side (then refined at full size)
+    ecc_iterations: int = 30        # refinement of each frame's homography against the panorama (0: none)
 
 
 def keyframes(n_frames: int, interval: int) -> list[int]:
@@ -125,7 +127,16 @@ def _sane(H: np.ndarray, width: int, height: int) -> bool:
 
 def background_homographies(gray: np.ndarray, exclude: np.ndarray | None, keys: list[int], ref: int,
                             s: MosaicSettings) -> np.ndarray:
-    """(T, 3, 3): H_t, frame t -> reference keyframe, = H_{k(t) -> ref} H_{t -> k(t)}, keyframes chained."""
+    """(T, 3, 3): H_t, frame t -> reference keyframe, = H_{k(t) -> ref} H_{t -> k(t)}, keyframes chained.
+
+    Fitted on frames scaled to ``analysis_size`` (S) and brought back: H = S^-1 H_small S."""
+    T, h, w = gray.shape
+    scale = min(1.0, s.analysis_size / max(h, w))
+    if scale < 1:
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        gray = np.stack([cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in gray])
+        if exclude is not None:
+            exclude = np.stack([cv2.resize(e.astype(np.uint8), size, interpolation=cv2.INTER_AREA) > 0 for e in exclude])
     dis = _dis()
     ex = (lambda t: None) if exclude is None else (lambda t: exclude[t])
     to_ref = {ref: np.eye(3)}
@@ -136,11 +147,36 @@ def background_homographies(gray: np.ndarray, exclude: np.ndarray | None, keys: 
             k, toward = keys[i], keys[i - direction]
             to_ref[k] = to_ref[toward] @ fit_homography(dis, gray[k], gray[toward], ex(k), s)
             i += direction
-    out = np.empty((len(gray), 3, 3))
-    for t in range(len(gray)):
+    out = np.empty((T, 3, 3))
+    for t in range(T):
         k = nearest(keys, t)
         out[t] = to_ref[k] if t == k else to_ref[k] @ fit_homography(dis, gray[t], gray[k], ex(t), s)
+    if scale < 1:
+        S = np.diag([gray.shape[2] / w, gray.shape[1] / h, 1.0])
+        out = np.linalg.inv(S) @ out @ S
     return out / out[:, 2:3, 2:3]
+
+
+def refine_to_atlas(gray: np.ndarray, to_atlas: np.ndarray, atlas: np.ndarray, seen: np.ndarray, valid: np.ndarray,
+                    s: MosaicSettings) -> np.ndarray:
+    """(T, 3, 3) frame -> atlas homographies refined by maximising the enhanced correlation coefficient
+    between each frame's background and the panorama (Evangelidis and Psarakis, "Parametric Image
+    Alignment Using Enhanced Correlation Coefficient Maximization", TPAMI 2008), from the chained
+    estimates: every frame meets the same panorama, so what chaining left over is corrected."""
+    atlas_gray = cv2.cvtColor(atlas, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    atlas_mask = seen.astype(np.uint8)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, s.ecc_iterations, 1e-6)
+    out = to_atlas.copy()
+    for t in range(len(gray)):
+        warp = (to_atlas[t] / to_atlas[t][2, 2]).astype(np.float32)
+        try:
+            _, warp = cv2.findTransformECCWithMask(gray[t].astype(np.float32), atlas_gray, valid[t].astype(np.uint8),
+                                                   atlas_mask, warp, cv2.MOTION_HOMOGRAPHY, criteria, 3)
+        except cv2.error:
+            continue  # no convergence: keep the chained estimate
+        if _sane(np.linalg.inv(to_atlas[t]) @ warp, gray.shape[2], gray.shape[1]):
+            out[t] = warp
+    return out
 
 
 def atlas_frame(homographies: np.ndarray, width: int, height: int, s: MosaicSettings) -> np.ndarray:
@@ -173,37 +209,51 @@ def background_atlas(frames: np.ndarray, to_atlas: np.ndarray, valid: np.ndarray
     T = len(frames)
     chosen = set(np.unique(np.linspace(0, T - 1, min(T, s.median_frames)).round().astype(int)).tolist())
     warped = np.full((len(chosen), ha, wa, 3), np.nan, np.float32)
-    total = np.zeros((ha, wa, 3), np.float64)
-    count = np.zeros((ha, wa), np.float64)
+    total = np.zeros((ha, wa, 3), np.float32)
+    count = np.zeros((ha, wa), np.int32)
     footprint = np.zeros((ha, wa), bool)
     j = 0
     for t in range(T):
         image = cv2.warpPerspective(frames[t].astype(np.float32), to_atlas[t], (wa, ha), flags=cv2.INTER_LINEAR)
         ok = cv2.warpPerspective(valid[t].astype(np.float32), to_atlas[t], (wa, ha), flags=cv2.INTER_LINEAR) > 0.999
         footprint |= cv2.warpPerspective(np.ones(frames.shape[1:3], np.float32), to_atlas[t], (wa, ha)) > 0
-        total[ok] += image[ok]
-        count[ok] += 1
+        total += image * ok[..., None]
+        count += ok
         if t in chosen:
-            warped[j][ok] = image[ok]
+            warped[j] = np.where(ok[..., None], image, np.float32(np.nan))
             j += 1
     median = np.empty((ha, wa, 3), np.float32)
     rows = max(1, int(2e7 // max(1, len(chosen) * wa * 3)))
     for r in range(0, ha, rows):  # in strips, to bound memory
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median[r:r + rows] = np.nanmedian(warped[:, r:r + rows], axis=0)
+        median[r:r + rows] = nan_median(warped[:, r:r + rows])
     seen = count > 0
     mean = total / np.maximum(count, 1)[..., None]
     atlas = np.where(np.isnan(median), mean, median)
     atlas[~seen] = 0
-    atlas = np.clip(np.rint(atlas), 0, 255).astype(np.uint8)
-    hole = (footprint & ~seen).astype(np.uint8)
-    if hole.any() and seen.any():
-        atlas = cv2.inpaint(atlas, hole, 3, cv2.INPAINT_TELEA)
-    return atlas, seen
+    return fill_unseen(np.clip(np.rint(atlas), 0, 255).astype(np.uint8), seen, footprint), seen
+
+
+def nan_median(values: np.ndarray) -> np.ndarray:
+    """The median over axis 0 of the values that are not NaN (NaN where all are): sorted, NaN last."""
+    ordered = np.sort(values, axis=0)
+    n = (~np.isnan(ordered)).sum(0)
+    low = np.take_along_axis(ordered, np.maximum((n - 1) // 2, 0)[None], 0)[0]
+    high = np.take_along_axis(ordered, np.maximum(n // 2, 0)[None], 0)[0]
+    return np.where(n > 0, 0.5 * (low + high), np.nan)
+
+
+def fill_unseen(atlas: np.ndarray, seen: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``atlas`` with unseen texels given the colour of the nearest seen texel, then those inside
+    ``region`` (where frames read) inpainted (Telea, J. Graphics Tools 2004) from their surroundings."""
+    if seen.all() or not seen.any():
+        return atlas
+    _, labels = cv2.distanceTransformWithLabels((~seen).astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(seen)
+    filled = atlas[ys[labels - 1], xs[labels - 1]]
+    filled[seen] = atlas[seen]
+    hole = (region & ~seen).astype(np.uint8)
+    return cv2.inpaint(filled, hole, 3, cv2.INPAINT_TELEA) if hole.any() else filled
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,9 +275,11 @@ def flow_motion(gray: np.ndarray, homographies: np.ndarray, s: MosaicSettings) -
     inside uniform regions and over the ground it uncovers).
     """
     dis = _dis()
-    T, h, w = gray.shape
+    T, full_h, full_w = gray.shape
+    gray, homographies = _analysis_scale(gray, homographies, s)
+    h, w = gray.shape[1:]
     grid = _grid(h, w)
-    out = np.zeros((T, h, w), bool)
+    out = np.zeros((T, full_h, full_w), bool)
     for t in range(T):
         u = t + 2 if t + 2 < T else max(t - 2, 0) if T > 2 else (1 - t)
         if u == t or not 0 <= u < T:
@@ -236,8 +288,21 @@ def flow_motion(gray: np.ndarray, homographies: np.ndarray, s: MosaicSettings) -
         H = np.linalg.inv(homographies[u]) @ homographies[t]
         expected = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), H).reshape(h, w, 2) - grid
         residual = np.linalg.norm(flow - expected, axis=-1)
-        out[t] = (residual > s.flow_threshold) & _consistent(flow, back, 2 * s.fb_threshold)
+        moving = (residual > s.flow_threshold) & _consistent(flow, back, 2 * s.fb_threshold)
+        out[t] = cv2.resize(moving.astype(np.uint8), (full_w, full_h), interpolation=cv2.INTER_NEAREST) > 0
     return out
+
+
+def _analysis_scale(gray: np.ndarray, homographies: np.ndarray, s: MosaicSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Frames scaled to ``analysis_size`` (long side) and their homographies S H S^-1 (as they were if smaller)."""
+    T, h, w = gray.shape
+    scale = min(1.0, s.analysis_size / max(h, w))
+    if scale == 1:
+        return gray, homographies
+    size = (max(8, round(w * scale)), max(8, round(h * scale)))
+    S = np.diag([size[0] / w, size[1] / h, 1.0])
+    small = np.stack([cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in gray])
+    return small, S @ homographies @ np.linalg.inv(S)
 
 
 def motion_masks(frames: np.ndarray, to_atlas: np.ndarray, atlas: np.ndarray, evidence: np.ndarray,
@@ -423,11 +488,8 @@ def foreground_layer(frames: np.ndarray, masks: np.ndarray, to_ref: np.ndarray, 
     for t in range(T):  # every texel a frame's alpha reads must hold a colour
         _, weight = splat(np.zeros((h, w, 1), np.float32), uv[t], (alpha[t] > 0).astype(np.float32), size)
         reached |= weight > 0
-    atlas = np.clip(np.rint(atlas), 0, 255).astype(np.uint8)
-    hole = (reached & ~filled).astype(np.uint8)
-    hole = cv2.dilate(hole, np.ones((3, 3), np.uint8)) & (~filled).astype(np.uint8)
-    if hole.any() and filled.any():
-        atlas = cv2.inpaint(atlas, hole, 3, cv2.INPAINT_TELEA)
+    region = cv2.dilate(reached.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    atlas = fill_unseen(np.clip(np.rint(atlas), 0, 255).astype(np.uint8), filled, region)
     return Layer(name, atlas, seen, uv, alpha)
 
 
@@ -479,7 +541,12 @@ def build_mosaic(frames: np.ndarray, masks: np.ndarray | None = None, fps: float
     if not union.any():
         raise UserError("no foreground found: the masks are empty" if source == "masks" else
                         "no foreground found: nothing moves against the background; give masks (--atlas-mask)")
-    to_atlas, size, bg_atlas, seen = panorama(homographies, union)
+    if source == "masks" or s.ecc_iterations <= 0:
+        to_atlas, size, bg_atlas, seen = panorama(homographies, union)
+    if s.ecc_iterations > 0:
+        valid = ~grown(union) & border
+        homographies = np.linalg.inv(to_atlas[ref_bg]) @ refine_to_atlas(gray, to_atlas, bg_atlas, seen, valid, s)
+        to_atlas, size, bg_atlas, seen = panorama(homographies, union)
     background = Layer("background", bg_atlas, seen, uv_from_homographies(to_atlas, h, w), None, to_atlas)
     foregrounds, refs = [], []
     for i, layer_masks in enumerate(per_layer):
