@@ -92,19 +92,21 @@ def read_atlas_image(path: str, what: str) -> np.ndarray:
 
 
 def render_atlas(args) -> Path:
-    from videdit.fsutil import check_writable
-    from videdit.video import check_output_path, resize_frames, write_video
+    from videdit.video import check_output_path, read_clip, resize_frames, write_video
 
     if not args.folder:
         raise UserError("videdit atlas render needs the layers' folder: videdit atlas render DIR -o out.mp4")
     check_output_path(Path(args.output), args.overwrite)
-    check_writable(Path(args.output), args.overwrite)
     layers = load_layers(args.folder)
+    source = None
+    if (Path(args.folder) / "source.mp4").is_file():  # what no layer covers keeps the source
+        source = read_clip(Path(args.folder) / "source.mp4").frames
+        source = source if source.shape[:3] == (layers.frames, layers.size[1], layers.size[0]) else None
     bg = read_atlas_image(args.bg, "background atlas") if args.bg else None
     fgs = [read_atlas_image(p, "foreground atlas") for p in args.fg or []]
     if len(fgs) > len(layers.foregrounds):
         raise UserError(f"{len(fgs)} --fg images given; the layers have {len(layers.foregrounds)} foreground layer(s)")
-    frames = render(layers, bg_atlas=bg, fg_atlases=fgs or None)
+    frames = render(layers, bg_atlas=bg, fg_atlases=fgs or None, source=source)
     source_size = layers.info.get("source_size")
     if source_size and not args.keep_working_size and tuple(source_size) != layers.size:
         frames = resize_frames(frames, tuple(source_size))
