@@ -156,6 +156,8 @@ def run_edit(video, opts: EditOptions, output=None, model=None, extra: dict | No
             if opts.method != "grain":
                 raise UserError(f"regions are for --method grain, not {opts.method}")
             inputs = dict(regions=extra["regions"], frame_indices=list(clip.frame_indices))
+        if opts.method == "atlas":  # mask folders are numbered by original frame; layers keep the frame rate
+            inputs = dict(frame_indices=list(clip.frame_indices), fps=clip.fps)
         log.info("run %s: %d frames %dx%d -> working %dx%d, method %s", run_id, len(source), src_w, src_h,
                  work[0], work[1], opts.method)
         log.info("source prompt %r -> target prompt %r", plan.source_prompt, plan.target_prompt)

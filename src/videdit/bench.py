@@ -185,8 +185,27 @@ def run_i2v_ip2p(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
     return i2v_edit(task, clip, cfg, first_frame_editor="ip2p", instruction=task.instruction, editor_model=cfg["ip2p"])
 
 
+def run_atlas(task: Task, clip: world.Clip, cfg: dict) -> np.ndarray | None:
+    """The instruction on the layered atlases, shapes-ip2p editing the keyframes (foreground: the edited
+    objects' ground-truth masks) or, for a background edit, the background atlas (foreground: every
+    object, kept); skipped when the instruction editor is not installed."""
+    import tempfile
+
+    from .api import edit
+
+    if not installed(cfg["ip2p"]):
+        return None
+    objects = list(task.edited) or list(range(clip.masks.shape[1]))
+    extra = {} if task.edited else dict(keyframes="none", bg_prompt=task.instruction)
+    with tempfile.TemporaryDirectory() as tmp:
+        masks = write_mask_folder(clip.masks[:, objects].any(1), Path(tmp) / "fg")
+        return edit(clip.frames, task.instruction, method="atlas", model=cfg["ip2p"], atlas_mask=str(masks),
+                    size=clip.frames.shape[2], steps=cfg["steps"], strength=1.0, progress=False, reconstruction=False,
+                    no_cache=True, **method_options("anchor", cfg["steps"]), **extra).frames
+
+
 RUNNERS: dict[str, Runner] = {"invert": run_invert, "grain": run_grain, "anchor": run_anchor, "i2v": run_i2v,
-                              "i2v+ip2p": run_i2v_ip2p}
+                              "i2v+ip2p": run_i2v_ip2p, "atlas": run_atlas}
 
 
 def run_suite(methods: list[str] | None = None, sd: str = "shapes-sd", ip2p: str = "shapes-ip2p",

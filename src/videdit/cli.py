@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "see 'videdit shapes train --help'", add_help=False)
     t.add_argument("train_args", nargs=argparse.REMAINDER)
 
+    p = sub.add_parser("atlas", help="layered atlases of a clip (background, foreground, per-frame uv and alpha), "
+                       "or 'atlas render DIR' to re-render them after editing the atlas images")
+    from .atlas.commands import add_atlas_arguments
+
+    add_atlas_arguments(p)
+
     p = sub.add_parser("presets", help="list model presets")
 
     p = sub.add_parser("ui", help="a web page for every method (Gradio), on 127.0.0.1 unless told otherwise")
@@ -251,6 +257,13 @@ def cmd_shapes(args) -> int:
     return 0
 
 
+def cmd_atlas(args) -> int:
+    from .atlas.commands import run_atlas_command
+
+    print(run_atlas_command(args))
+    return 0
+
+
 def cmd_presets(args) -> int:
     from .models import PRESETS
 
@@ -271,7 +284,7 @@ def cmd_ui(args) -> int:
 
 COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "eval": cmd_eval,
             "finetune-equivariant": cmd_finetune_equivariant, "demo": cmd_demo, "bench": cmd_bench, "shapes": cmd_shapes,
-            "presets": cmd_presets, "ui": cmd_ui}
+            "presets": cmd_presets, "ui": cmd_ui, "atlas": cmd_atlas}
 
 
 def main(argv: list[str] | None = None) -> int:

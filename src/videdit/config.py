@@ -14,17 +14,17 @@ from typing import Any
 
 from .errors import UserError
 
-METHODS = ("invert", "grain", "anchor", "i2v")
+METHODS = ("invert", "grain", "anchor", "i2v", "atlas")
 FRAME_ATTENTION = ("full", "sparse")
 CONTROLS = ("none", "canny", "depth", "openpose")
 ANCHOR_CACHE = ("memory", "recompute")
 ANCHOR_SHARE = ("every-rank", "broadcast")
 # sampling steps when --steps is not given, by method (others: 50)
-STEPS_DEFAULT = {"invert": 50, "anchor": 10}
+STEPS_DEFAULT = {"invert": 50, "anchor": 10, "atlas": 20}
 # model when --model is not given, by method (others: sd15)
 MODEL_DEFAULT = {"anchor": "ip2p", "i2v": "i2vgen-xl"}
 # guidance when --guidance is not given, by method (others: 7.5)
-GUIDANCE_DEFAULT = {"i2v": 9.0}
+GUIDANCE_DEFAULT = {"i2v": 9.0, "atlas": 9.0}
 LONG_CLIP = ("auto", "direct", "chunked")  # method i2v
 SEED_MAX = 2**63 - 1  # torch generators take 64-bit seeds; derived per-frame seeds wrap modulo 2^64
 SIZE_MAX = 4096  # long side of the working size: 8 times the 512 px that SD 1.5 was trained at
@@ -133,6 +133,27 @@ class EditOptions:
     chunk_frames: int = _opt(16, "i2v: frames per chunk with --long-clip chunked", range=(2, 4096))
     chunk_overlap: int = _opt(4, "i2v: frames shared by consecutive chunks (cross-faded)", range=(1, 4095))
 
+    # --- method "atlas" (edit layered atlases, re-render every frame; videdit.atlas, methods/atlas.py)
+    atlas_backend: str = _opt("mosaic", "atlas: layers built here without training (mosaic) or read from a Neural "
+                              "Layered Atlas checkpoint (nla)", choices=("mosaic", "nla"))
+    atlas_checkpoint: str | None = _opt(None, "atlas, nla: folder with 'checkpoint' (pickle: needs --allow-pickle) "
+                                        "and 'config.json'")
+    atlas_mask: str | None = _opt(None, "atlas: foreground masks (a folder of per-frame images numbered by frame, a "
+                                  "video, or one image); default: what moves against the background")
+    keyframe_interval: int = _opt(8, "atlas, mosaic: frames between the keyframes that motion is chained through",
+                                  range=(1, 10**6))
+    keyframes: str = _opt("auto", "atlas: foreground keyframes to edit, e.g. 20,40,60 (the first is edited from "
+                          "noise or --strength, the others from the edits so far); auto: frames that together "
+                          "cover the foreground atlas; none: keep the foreground")
+    propagation_strength: float = _opt(0.8, "atlas: noise level each next keyframe starts from (its edit carried "
+                                       "through the atlas); above 0", range=(0.0, 1.0))
+    fg_margin: float = _opt(0.2, "atlas: margin around a keyframe's mask in its crop, as a share of the mask's size",
+                            range=(0.0, 10.0))
+    bg_prompt: str = _opt("", "atlas: background edit (an instruction for instruction editors); empty: keep")
+    bg_editor: str | None = _opt(None, "atlas: edit the background atlas with this image editor (ip2p, or a name "
+                                 "registered under videdit.image_editors) and --bg-prompt")
+    bg_atlas: str | None = _opt(None, "atlas: an edited background atlas image (from videdit atlas, same size)")
+
     def validate(self) -> "EditOptions":
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise UserError("empty prompt: say what the edited video should show, e.g. --prompt 'a cat'")
@@ -151,6 +172,10 @@ class EditOptions:
                 check_range(f.name, getattr(self, f.name), *f.metadata["range"])
         if self.method == "i2v":
             self._validate_i2v()
+        if self.method == "atlas":
+            from .methods.atlas import validate_options
+
+            validate_options(self)
         if self.method != "i2v" and (self.first_frame is not None or self.first_frame_editor is not None):
             raise UserError(f"--first-frame and --first-frame-editor belong to --method i2v (this run's method is "
                             f"{self.method}); add --method i2v")

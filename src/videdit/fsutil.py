@@ -17,6 +17,21 @@ from typing import Iterator
 from videdit.errors import UserError
 
 
+def cache_dir() -> Path:
+    """``$VIDEDIT_CACHE_DIR``, else the platform's user cache folder + ``videdit``."""
+    import sys
+
+    if os.environ.get("VIDEDIT_CACHE_DIR"):
+        return Path(os.environ["VIDEDIT_CACHE_DIR"]).expanduser()
+    if sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    elif os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "videdit"
+
+
 def _nearest_existing(path: Path) -> Path:
     """The closest ancestor of `path` (or `path` itself) that exists."""
     while not os.path.lexists(path) and path != path.parent:

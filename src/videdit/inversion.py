@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from .diffusion import NoiseFn, ddim_loop, make_scheduler, predict_noise
+from .fsutil import cache_dir  # noqa: F401 - where the cache lives (also used by videdit.atlas)
 from .models import DiffusionModel
 
 log = logging.getLogger("videdit")
@@ -48,19 +48,6 @@ class Trajectory:
 def start_index(strength: float, steps: int) -> int:
     """k = steps - round((1 - strength) * steps): strength 0 -> z_0 (no steps), strength 1 -> z_N."""
     return steps - int(round((1.0 - strength) * steps))
-
-
-def cache_dir() -> Path:
-    """``$VIDEDIT_CACHE_DIR``, else the platform's user cache folder + ``videdit``."""
-    if os.environ.get("VIDEDIT_CACHE_DIR"):
-        return Path(os.environ["VIDEDIT_CACHE_DIR"]).expanduser()
-    if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    elif os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "videdit"
 
 
 def _tensor_digest(x: torch.Tensor | None) -> str | None:

@@ -148,7 +148,7 @@ def check_safetensors(path: Path) -> None:
 FAMILIES = {"sd": "a text-to-image model (Stable Diffusion kind)",
             "ip2p": "an instruction editor (InstructPix2Pix kind: its UNet takes the source image as 4 more channels)",
             "i2v": "an image-to-video model (I2VGen-XL kind)"}
-METHODS_BY_FAMILY = {"sd": ("invert", "grain"), "ip2p": ("anchor",), "i2v": ("i2v",)}
+METHODS_BY_FAMILY = {"sd": ("invert", "grain", "atlas"), "ip2p": ("anchor", "atlas"), "i2v": ("i2v",)}
 
 
 def model_family(root: Path) -> str | None:

@@ -30,4 +30,7 @@ def get_method(name: str):
     if name == "i2v":
         from .i2v import run
         return run
-    raise UserError(f"unknown method {name!r}: use one of invert, grain, anchor, i2v")
+    if name == "atlas":
+        from .atlas import run
+        return run
+    raise UserError(f"unknown method {name!r}: use one of invert, grain, anchor, i2v, atlas")
