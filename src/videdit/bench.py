@@ -305,11 +305,6 @@ def format_row(row: dict) -> str:
     return " ".join(_cell(row[key], spec) for _, spec, key in COLUMNS)
 
 
-def format_rows(rows: list[dict]) -> str:
-    """The table of `run_suite`'s rows with its legend under it."""
-    return "\n".join([format_header(), *map(format_row, rows), "", LEGEND])
-
-
 def to_json(rows: list[dict]) -> str:
     return json.dumps([{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
                        for r in rows], indent=2)
