@@ -32,8 +32,8 @@ def method_options(method: str, steps: int) -> dict:
       span 1.2 to 6.3 per query (max - min over 77 tokens; measured on the 120-minute model), and with the paper's lambda = 1 the ~70 tokens
       outside every region's span keep most of the probability mass (benchmarks/grain_shapes.py).
       Strength 1 (editing starts from the fully inverted noise) and guidance 7.5: at strength 0.8 and
-      guidance 5 the left of two red circles asked blue came out green or half-formed (blue and round in 3 of
-      8 frames on sand, 0 of 8 on grass; 8 of 8 on sand at strength 1).
+      guidance 5 the left of two red circles asked blue came out green or misshapen (blue and round, the
+      other kept, in 2 of 8 frames on sand, 0 of 8 on grass; 8 of 8 on sand at strength 1; 8 frames, 30 steps).
     - anchor: shapes-ip2p's guidance scales `IP2P_GUIDANCE` (text 3, image 1.5), not InstructPix2Pix's 7.5.
     - i2v: the empty negative prompt. The method's default negative prompt ("Distorted, discontinuous, ...")
       has no word of the world's vocabulary: the CLIP tokenizer cuts it into letter pieces that shapes-i2v
