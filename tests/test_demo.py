@@ -11,8 +11,12 @@ from videdit.cli import main
 def test_demo_writes_folder_and_verdict(tiny_sd, tmp_path, capsys):
     out = tmp_path / "demo_out"
     code = main(["demo", "--model", str(tiny_sd), "--steps", "2", "--frames", "4", "--out", str(out)])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 0
+    # Progress on stderr while it works: what it does, a bar per sampling loop, then the time it took.
+    assert f"editing 4 frames with method grain and model {tiny_sd}, 2 steps" in captured.err
+    assert "inversion" in captured.err and "editing:" in captured.err and "edited in" in captured.err
     for name in ("source.mp4", "edited.mp4", "side_by_side.mp4", "side_by_side.gif", "masks.mp4", "verdict.txt"):
         assert (out / name).is_file(), name
     assert "left circle: red ->" in printed and "asked blue" in printed and "PSNR" in printed
@@ -23,12 +27,19 @@ def test_demo_writes_folder_and_verdict(tiny_sd, tmp_path, capsys):
 def test_bench_shapes_runs_a_task_and_prints_json(tiny_sd, capsys):
     import videdit.bench as bench
 
+    seen = []
     rows = bench.run_suite(["invert", "grain"], sd=str(tiny_sd), steps=2, frames=4,
-                           only=["recolour one of two", "change the background"])
+                           only=["recolour one of two", "change the background"],
+                           on_row=lambda row, progress: seen.append((row["method"], progress)))
     assert [(r["task"], r["method"]) for r in rows] == [
         ("recolour one of two", "invert"), ("recolour one of two", "grain"),
         ("change the background", "invert"), ("change the background", "grain")]
     assert all(r["s_per_frame"] > 0 for r in rows)
+    # Each row is reported as it ends, with the runs done of all, the time so far and an estimate of the rest.
+    assert [(m, p.done, p.total) for m, p in seen] == [("invert", 1, 4), ("grain", 2, 4), ("invert", 3, 4),
+                                                        ("grain", 4, 4)]
+    assert [p.elapsed_s for _, p in seen] == sorted(p.elapsed_s for _, p in seen)
+    assert seen[-1][1].left_s == 0 and seen[0][1].left_s > 0
     text = bench.to_json(rows)
     assert json.loads(text)[0]["task"] == "recolour one of two"
     # The same through the command line, machine-readable.
@@ -95,3 +106,55 @@ def test_demo_with_the_shipped_model_does_what_it_says(tmp_path):
     right = [judge.object_colour(f, m) for f, m in zip(edited, clip.masks[:, 1])]
     assert left.count("blue") >= 6 and right.count("red") >= 6, (left, right)
     assert judge.psnr_outside(edited, clip.frames, clip.masks.any(1)) >= 28
+
+
+def test_bench_estimates_the_time_left_from_each_methods_seconds_per_frame():
+    import videdit.bench as bench
+
+    rows = [dict(method="invert", s_per_frame=1.0), dict(method="grain", s_per_frame=3.0)]
+    # invert at 1 s/frame, grain at 3, i2v (not timed yet) at the mean of all rows, 2
+    assert bench.estimate_left(rows, [("invert", 16), ("grain", 48), ("i2v", 16)]) == 16 + 144 + 32
+    assert bench.estimate_left([], [("invert", 16)]) is None
+    assert bench.Progress(3, 25, 125.0, 3000.0).line() == "[3/25] 2m05s elapsed, about 50m00s left"
+
+
+def test_bench_runs_each_method_under_the_readme_checks_options(monkeypatch):
+    """Every method's options in the suite are `videdit.shapes.method_options` (those of the README's
+    ShapesWorld checks and of the demo): the suite adds none of its own to what the method is asked."""
+    import videdit.api
+    import videdit.bench as bench
+    from videdit.shapes import method_options, world
+
+    asked = {}
+
+    def fake_edit(frames, prompt, method, **options):
+        asked[method] = options
+        return type("Result", (), {"frames": frames})()
+
+    monkeypatch.setattr(videdit.api, "edit", fake_edit)
+    task = bench.tasks(4)[0]
+    clip = world.render_clip(task.spec)
+    cfg = dict(steps=12, sd="a loaded model", ip2p="shapes-ip2p", i2v="shapes-i2v")
+    for name, runner in bench.RUNNERS.items():
+        runner(task, clip, cfg)
+    plumbing = {"model", "size", "progress", "reconstruction", "no_cache", "source_prompt", "regions", "steps",
+                "inversion_steps", "first_frame_editor", "instruction", "editor_model"}
+    for method in ("invert", "grain", "anchor", "i2v"):
+        settings = {k: v for k, v in asked[method].items() if k not in plumbing}
+        assert settings == method_options(method, 12), method
+    assert asked["grain"]["strength"] == 1.0 and asked["invert"]["strength"] == 0.8
+
+
+def test_bench_table_has_a_legend_for_every_column(tiny_sd, capsys):
+    """The table prints a row as each run ends, then a legend that names every column."""
+    import videdit.bench as bench
+
+    assert main(["bench", "shapes", "--sd", str(tiny_sd), "--methods", "invert", "--tasks", "change a shape",
+                 "--steps", "2", "--frames", "4"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split()[:3] == ["task", "method", "success"] and lines[2].startswith("change a shape")
+    legend = captured.out.split("\n\n", 1)[1]
+    for title, _, _ in bench.COLUMNS[2:]:
+        assert f"\n{title} " in "\n" + legend, title
+    assert "1 run:" in captured.err and "[1/1]" in captured.err and "change a shape: invert done" in captured.err

@@ -220,8 +220,9 @@ def test_shapesworld_two_circles_grain_beats_invert():
     from videdit.shapes import method_options
 
     model = load_sd("shapes-sd")
-    grain = bench.score(bench.edit(model, clip, masks, "grain", 20, 1.0, "sand", **method_options("grain", 20)), masks)
-    invert = bench.score(bench.edit(model, clip, masks, "invert", 20, 1.0, "sand", **method_options("invert", 20)),
-                         masks)
+    grain = bench.score(bench.edit(model, clip, masks, "grain", 20, background="sand", **method_options("grain", 20)),
+                        masks)  # strength 1, as invert below
+    invert_options = {**method_options("invert", 20), "strength": 1.0, "guidance": 7.5}
+    invert = bench.score(bench.edit(model, clip, masks, "invert", 20, background="sand", **invert_options), masks)
     assert grain["left"] >= 0.75 and grain["right"] >= 0.75, grain
     assert invert["left"] + invert["right"] <= 1.25, invert  # one colour takes both circles

@@ -232,20 +232,31 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     _quiet_libraries(False)
-    out, lines = run_demo(args.out, args.method, args.model, args.frames, args.steps, args.seed, args.overwrite)
+    out, lines = run_demo(args.out, args.method, args.model, args.frames, args.steps, args.seed, args.overwrite,
+                          say=lambda line: print(line, file=sys.stderr, flush=True))
     print("\n".join(lines))
     print(f"wrote {out}/ (source, edited, side_by_side mp4 and gif, masks, verdict.txt)")
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import format_rows, run_suite, to_json
+    from .bench import LEGEND, format_header, format_row, plan_suite, run_suite, to_json
 
     _quiet_libraries(False)
+    runs = plan_suite(args.methods, args.ip2p, args.i2v, args.steps, args.frames, args.tasks)
+    print(f"{len(runs)} run{'' if len(runs) == 1 else 's'}: a row as each ends, the time left estimated from the runs so far",
+          file=sys.stderr, flush=True)
+    if not args.json:  # the table grows a row as each run ends; the progress goes to stderr
+        print(format_header(), flush=True)
+
+    def on_row(row, progress):
+        if not args.json:
+            print(format_row(row), flush=True)
+        print(f"{row['task']}: {row['method']} done, {progress.line()}", file=sys.stderr, flush=True)
+
     rows = run_suite(args.methods, sd=args.sd, ip2p=args.ip2p, i2v=args.i2v, steps=args.steps, frames=args.frames,
-                     only=args.tasks,
-                     progress=None if args.json else (lambda s: print(s, file=sys.stderr)))
-    print(to_json(rows) if args.json else format_rows(rows))
+                     only=args.tasks, on_row=on_row)
+    print(to_json(rows) if args.json else "\n" + LEGEND)
     return 0
 
 

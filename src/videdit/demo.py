@@ -14,6 +14,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -51,15 +52,17 @@ def available_method(model: str | None = None) -> str:
     raise UserError("no ShapesWorld model is installed; reinstall videdit (the models ship inside the package)")
 
 
-def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, steps: int, seed: int) -> np.ndarray:
+def edit_demo(clip: world.Clip, target: world.Scene, method: str, model: str, steps: int, seed: int,
+              progress: bool = False) -> np.ndarray:
+    """The demo's edit under `videdit.shapes.method_options`; `progress`: a bar per sampling loop on stderr."""
     from .api import edit
 
     if method == "anchor":  # the instruction editor on anchor frames, carried to the rest
         return edit(clip.frames, DEMO_INSTRUCTION, method="anchor", model=model, steps=steps, seed=seed,
-                    size=clip.frames.shape[2], progress=False, reconstruction=False,
+                    size=clip.frames.shape[2], progress=progress, reconstruction=False,
                     **method_options("anchor", steps)).frames
-    common = dict(model=model, steps=steps, seed=seed, size=clip.frames.shape[2], progress=False,
-                  reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption, strength=1.0)
+    common = dict(model=model, steps=steps, seed=seed, size=clip.frames.shape[2], progress=progress,
+                  reconstruction=False, no_cache=True, source_prompt=clip.spec.scene.caption)
     if method == "invert":
         return edit(clip.frames, target.caption, method="invert", **common, **method_options("invert", steps)).frames
     from .bench import write_mask_folder
@@ -91,9 +94,11 @@ def verdict(clip: world.Clip, edited: np.ndarray, target: world.Scene) -> list[s
 
 
 def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | None = None, frames: int = 16,
-             steps: int = 20, seed: int = 0, overwrite: bool = False) -> tuple[Path, list[str]]:
+             steps: int = 20, seed: int = 0, overwrite: bool = False,
+             say: Callable[[str], None] | None = None) -> tuple[Path, list[str]]:
     """Render, edit, judge; write ``out/`` (source, edited, side by side mp4 and gif, masks) atomically.
-    `model`: default the method's ShapesWorld model (`MODELS`)."""
+    `model`: default the method's ShapesWorld model (`MODELS`). `say`: told what is being done as it
+    starts, and the sampling loops show progress bars (with the time left) on stderr."""
     from .masks import overlay_masks
     from .video import side_by_side, write_video
 
@@ -108,8 +113,13 @@ def run_demo(out: str | Path = "demo_out", method: str = "auto", model: str | No
     model = model or MODELS[method]
     t0 = time.perf_counter()
     clip, target = demo_clip(frames)
-    edited = edit_demo(clip, target, method, model, steps, seed)
+    if say:
+        say(f"editing {frames} frames with method {method} and model {model}, {steps} steps "
+            f"({'anchor frames, then the rest' if method == 'anchor' else 'DDIM inversion, then editing'})")
+    edited = edit_demo(clip, target, method, model, steps, seed, progress=say is not None)
     seconds = time.perf_counter() - t0
+    if say:
+        say(f"edited in {seconds:.0f} s; judging and writing {out}/")
     lines = [f"method {method}, model {model}: {len(edited)} frames in {seconds:.1f} s"] + verdict(clip, edited, target)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent if str(out.parent) else "."))
     try:
