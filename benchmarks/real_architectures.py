@@ -14,6 +14,8 @@ One row per method as it finishes:
 - weights: bytes of the loaded parameters (fp32);
 - peak above weights: the process's peak resident set during the edit minus its resident set just
   before (benchmarks/_peak.py), i.e. activations, caches, VAE and attention temporaries;
+- in UNet calls / outside: the same peak split into the one inside the UNet (and ControlNet) calls
+  and the one outside them (VAE encode and decode, text and image encoders, the method's own work);
 - model s/step: seconds inside the UNet (and ControlNet) per diffusion step, where a step is one
   inversion or one sampling step of the whole clip (all guidance branches, all frames);
 - total s: the whole edit (VAE encode/decode, text and image encoders, every step).
@@ -32,6 +34,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _peak import peak_bytes, reset_peak  # benchmarks/_peak.py: shared peak-memory measurement
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "tests" / "data" / "configs"
@@ -144,20 +148,30 @@ def clip_frames(name: str, frames: int, size: int):
 
 
 class ModelClock:
-    """Seconds spent inside the given modules' forward calls (a forward pre-hook and hook: measurement only)."""
+    """Seconds spent inside the given modules' forward calls, and the peak resident set inside them and
+    outside them (VAE, text and image encoders, the method's own work), through a forward pre-hook and
+    hook (measurement only). The process's peak is reset at each boundary (benchmarks/_peak.py)."""
 
     def __init__(self, modules):
         self.seconds, self.calls, self._t = 0.0, 0, 0.0
+        self.inside = self.outside = 0  # peak resident set, bytes
         for m in modules:
             m.register_forward_pre_hook(self._start)
             m.register_forward_hook(self._stop)
 
     def _start(self, *_):
+        self.outside = max(self.outside, peak_bytes())
+        reset_peak()
         self._t = time.perf_counter()
 
     def _stop(self, *_):
         self.seconds += time.perf_counter() - self._t
         self.calls += 1
+        self.inside = max(self.inside, peak_bytes())
+        reset_peak()
+
+    def finish(self):
+        self.outside = max(self.outside, peak_bytes())
 
 
 def run_method(args) -> dict:
@@ -206,12 +220,15 @@ def run_method(args) -> dict:
         opts.update(first_frame=str(tmp / "first.png"), inversion_steps=args.steps)
     rss_loaded = status_kib("VmRSS") * 1024
     regions = opts.pop("regions", None)
-    peak, seconds, result = measure(lambda: edit(src, prompt=prompt, method=method, model=model, regions=regions,
-                                                 **opts))
+    _, seconds, result = measure(lambda: edit(src, prompt=prompt, method=method, model=model, regions=regions,
+                                              **opts))
+    clock.finish()  # the peak since the last model call: decoding
+    peak = max(clock.inside, clock.outside) - rss_loaded
     assert result.frames.shape[0] == frames
     return dict(method=method, model=MODEL_OF[method], control=control, frames=frames, size=args.size,
                 steps=args.steps, steps_run=steps_run, weights_gb=weights / 1e9, rss_loaded_gb=rss_loaded / 1e9,
-                peak_above_weights_gb=peak / 1e9, model_s_per_step=clock.seconds / steps_run,
+                peak_above_weights_gb=peak / 1e9, peak_in_model_gb=(clock.inside - rss_loaded) / 1e9,
+                peak_outside_model_gb=(clock.outside - rss_loaded) / 1e9, model_s_per_step=clock.seconds / steps_run,
                 model_calls=clock.calls, total_s=seconds,
                 chunk=args.chunk if method == "anchor" else None, anchors=args.anchors if method == "anchor" else None,
                 info={k: v for k, v in result.info.items() if isinstance(v, (int, float, str))})
@@ -220,14 +237,14 @@ def run_method(args) -> dict:
 # --- the table -----------------------------------------------------------------------------------
 
 HEADER = (f"{'method':<7} {'model':<10} {'control':<7} {'frames':>6} {'size':>5} {'steps':>5} {'weights':>8} "
-          f"{'peak above weights':>19} {'model s/step':>13} {'total s':>8}")
+          f"{'peak above weights':>19} {'in UNet calls':>14} {'outside':>8} {'model s/step':>13} {'total s':>8}")
 
 
 def row(r: dict) -> str:
     extra = f"  (anchors {r['anchors']}, chunk {r['chunk']})" if r["method"] == "anchor" else ""
     return (f"{r['method']:<7} {r['model']:<10} {r['control']:<7} {r['frames']:>6} {r['size']:>5} {r['steps_run']:>5} "
-            f"{r['weights_gb']:>6.2f}GB {r['peak_above_weights_gb']:>17.2f}GB {r['model_s_per_step']:>13.1f} "
-            f"{r['total_s']:>8.0f}{extra}")
+            f"{r['weights_gb']:>6.2f}GB {r['peak_above_weights_gb']:>17.2f}GB {r['peak_in_model_gb']:>12.2f}GB "
+            f"{r['peak_outside_model_gb']:>6.2f}GB {r['model_s_per_step']:>13.1f} {r['total_s']:>8.0f}{extra}")
 
 
 def main() -> None:
