@@ -32,12 +32,14 @@ __all__ = [
     "Instruction",
     "detect_language",
     "is_english_only_tokenizer",
+    "language_name",
     "language_warning",
     "parse",
     "parse_instruction",
     "plan_edit",
     "plan_from_instruction",
     "script_coverage",
+    "unreadable_language",
 ]
 
 
@@ -492,6 +494,21 @@ def is_english_only_tokenizer(tokenizer, min_coverage: float = 0.5) -> bool:
     return all(script_coverage(tokenizer, s) < min_coverage for s in ("Han", "Hangul"))
 
 
+def language_name(code: str) -> str:
+    """"zh" -> "Chinese"; unknown codes as they are."""
+    return _LANGUAGE_NAMES.get(code, code)
+
+
+def unreadable_language(texts: list[str], tokenizer, min_coverage: float = 0.5) -> str | None:
+    """The language of the first script in ``texts`` that ``tokenizer`` does not keep whole
+    (Hangul, then kana, then Han: "ko", "ja", "zh"), or None when it reads them all."""
+    scripts = _scripts(" ".join(t for t in texts if t)) & set(_PROBES)
+    for script in ("Hangul", "Kana", "Han"):
+        if script in scripts and script_coverage(tokenizer, script) < min_coverage:
+            return _LANGUAGE_OF_SCRIPT[script]
+    return None
+
+
 def language_warning(plan: EditPlan, tokenizer, min_coverage: float = 0.5) -> str | None:
     """One warning line when the plan's words use a script that ``tokenizer`` cannot encode.
 
@@ -499,13 +516,13 @@ def language_warning(plan: EditPlan, tokenizer, min_coverage: float = 0.5) -> st
     script the tokenizer keeps whole (English for CLIP).
     """
     texts = [plan.source_word or "", plan.target_word or "", plan.target_prompt, plan.source_prompt]
-    scripts = _scripts(" ".join(texts)) & set(_PROBES)
-    missing = [s for s in ("Hangul", "Kana", "Han") if s in scripts and script_coverage(tokenizer, s) < min_coverage]
-    if not missing:
+    code = unreadable_language(texts, tokenizer, min_coverage)
+    if code is None:
         return None
-    language = _LANGUAGE_NAMES[_LANGUAGE_OF_SCRIPT[missing[0]]]
+    language = language_name(code)
     return (
         f"the prompt is in {language}, but the text encoder's tokenizer has no {language} "
         f"tokens (it reads the words as byte fragments); write the prompt in English "
-        f"(e.g. \"replace the car with a Porsche\") or use a multilingual text encoder"
+        f"(e.g. \"replace the car with a Porsche\"), translate it (--translate auto) or use a multilingual "
+        f"text encoder"
     )

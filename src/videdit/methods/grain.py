@@ -9,7 +9,8 @@ bear") and part-level ("his shirt -> red") edits in one pass, without training:
    span i the global prompt's token embeddings are replaced by region i's prompt encoded alone,
    so each span says only what its region should show. A region prompt that is not a span is an error.
 2. Masks. Per region from files, or ``auto:WORD``: the cross-attention maps of WORD in the source
-   prompt, recorded during inversion, thresholded and cleaned. Pixels outside every mask form a
+   prompt, recorded during inversion, thresholded and cleaned. Without regions, an instruction
+   ("replace the car with a Porsche") is one such region, car=auto:car:Porsche (`videdit.localize`). Pixels outside every mask form a
    background region (self-attention only), unless ``--no-layout-background``.
 3. Inversion. DDIM inversion of the clip under the source prompt with cross-frame attention, as
    method ``invert`` does (and, with ``--inject-steps``, the plug-and-play features kept).
@@ -42,7 +43,9 @@ from ..errors import UserError
 from ..inversion import invert_cached, start_index
 from ..masks import (Region, clean_mask, load_mask_source, overlay_masks, parse_region_arg, regions_from_config,
                      resize_nearest, validate_regions)
+from ..localize import describe_mask, instruction_region, load_maps, maps_cache_path, region_summary, save_maps
 from ..models import DiffusionModel
+from ..notices import say
 from ..prompts import EditPlan
 from . import MethodResult
 
@@ -178,8 +181,11 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         frame_indices: list[int] | None = None) -> MethodResult:
     factors = _check(opts)
     regions = as_regions(regions)
-    if not regions:
-        raise UserError("--method grain needs at least one region: --region NAME=MASK:PROMPT (or regions: in --config)")
+    if not regions:  # an instruction finds its own region (`videdit.localize`)
+        if instruction_region(plan) is None:
+            raise UserError("--method grain needs at least one region: --region NAME=MASK:PROMPT (or regions: in "
+                            "--config), or an instruction naming what to change (\"replace the car with a Porsche\")")
+        regions = [instruction_region(plan)]
     F_, H, W = frames.shape[:3]
     frame_indices = list(range(F_)) if frame_indices is None else list(frame_indices)
     tokenizer = model.tokenizer
@@ -224,8 +230,12 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     with layout_attention(model.unet, layout), injection as injected:
         # 3. Inversion (plain cross-frame attention: layout.timestep is None), recording what later steps need.
         z0 = vae_encode(model, frames, opts.vae_chunk)
-        recording = bool(auto_spans) or opts.inject_steps > 0
-        layout.recorder = CrossAttentionRecorder(auto_spans, factor, branch=0) if auto_spans else None
+        maps_path = None if not auto_spans or opts.no_cache else maps_cache_path(
+            frames, model, plan.source_prompt, opts.steps, opts.control, opts.control_scale, opts.frame_attention,
+            auto_spans, factor)
+        found = load_maps(maps_path, list(auto_spans)) if auto_spans else None  # a re-edit reuses its regions
+        recording = (bool(auto_spans) and found is None) or opts.inject_steps > 0
+        layout.recorder = CrossAttentionRecorder(auto_spans, factor, branch=0) if auto_spans and found is None else None
         inject.mode = "record" if opts.inject_steps > 0 else "off"
         t0 = time.perf_counter()
         traj = invert_cached(model, frames, z0, plan.source_prompt, source, opts.steps, opts.control, control,
@@ -235,9 +245,15 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         inject.mode = "off"
         info["injected_features"] = len(inject.features)  # (layer, q/k/conv2, timestep) kept for injection
         if auto_spans:
-            for name, amap in layout.recorder.maps().items():
+            if found is None:
+                found = layout.recorder.maps()
+                save_maps(maps_path, found)
+            info["found_regions"] = {}
+            for name, amap in found.items():
                 masks[name] = masks_from_attention(amap, (H, W), opts.auto_threshold)
                 extras[f"mask_{name}"] = mask_frames(masks[name])
+                info["found_regions"][name] = region_summary(masks[name], frame_indices)
+                say(describe_mask(name, masks[name], frame_indices))
                 if not masks[name].any():
                     log.warning("automatic mask of region %r is empty: lower --auto-threshold", name)
         layout.recorder = None
