@@ -52,7 +52,7 @@ from . import MethodResult
 log = logging.getLogger("videdit")
 
 BACKGROUND = "background"
-AUTO_MASK_FACTOR = 4  # SD 1.5 at 512 px: the 16x16 layers
+AUTO_MASK_SIDE = 16  # automatic masks from the cross-attention maps nearest 16x16 (SD 1.5 at 512 px: factor 4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,8 +121,10 @@ def token_region_ids(length: int, spans: list[tuple[int, int]]) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # 2. Masks
 
-def attention_factor(unet) -> int:
-    """The UNet level (2**n) whose cross-attention maps make automatic masks: 4 if it has one, else the nearest."""
+def attention_factor(unet, latent_size: tuple[int, int] = (64, 64)) -> int:
+    """The UNet level (2**n) whose cross-attention maps make automatic masks: the one whose maps are nearest
+    16 positions on the long side of ``latent_size`` (SD 1.5 at 512 px: 4, the 16x16 layers; a 64-px
+    ShapesWorld clip, latents 16x16: 1, where the 4x4 level would make a mask of a few coarse blocks)."""
     n = len(unet.config.down_block_types)
     factors = set()
     for name in unet.attn_processors:
@@ -133,7 +135,8 @@ def attention_factor(unet) -> int:
         factors.add(2 ** depth)
     if not factors:
         raise UserError("this model has no cross-attention layers: automatic masks (auto:WORD) need them")
-    return min(factors, key=lambda f: (abs(math.log2(f) - math.log2(AUTO_MASK_FACTOR)), f))
+    target = max(max(latent_size) / AUTO_MASK_SIDE, 1.0)
+    return min(factors, key=lambda f: (abs(math.log2(f) - math.log2(target)), f))
 
 
 def masks_from_attention(maps: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
@@ -222,7 +225,7 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     scheduler = make_scheduler(model, opts.steps)
     timesteps = scheduler.timesteps[opts.steps - k:] if k > 0 else scheduler.timesteps[:0]
     inject, injection = plug_and_play(model.unet, timesteps, opts.inject_steps)
-    factor = attention_factor(model.unet) if (auto_spans or opts.save_attention) else None
+    factor = attention_factor(model.unet, latent_size) if (auto_spans or opts.save_attention) else None
     info = {"start_step": k, "spans": {r.name: list(s) for r, s in zip(regions, spans)},
             "regions": [dict(name=r.name, mask=r.mask, prompt=r.prompt) for r in regions]}
     extras: dict[str, np.ndarray] = {}

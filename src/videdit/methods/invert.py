@@ -109,11 +109,11 @@ def run_localized(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, 
     control = maps_to_tensor(maps, model.device, model.dtype) if maps is not None and model.controlnet is not None else None
     k = start_index(opts.strength, opts.steps)
     a, b = token_spans(model.tokenizer, plan.source_prompt, [region.auto_word], [f"--localize {region.name!r}"])[0]
-    groups, factor = {region.name: list(range(a, b))}, attention_factor(model.unet)
+    latent_size = (-(-H // model.vae_scale), -(-W // model.vae_scale))
+    groups, factor = {region.name: list(range(a, b))}, attention_factor(model.unet, latent_size)
     maps_path = None if opts.no_cache else maps_cache_path(frames, model, plan.source_prompt, opts.steps, opts.control,
                                                            opts.control_scale, opts.frame_attention, groups, factor)
     found = load_maps(maps_path, [region.name])
-    latent_size = (-(-H // model.vae_scale), -(-W // model.vae_scale))
     state = LayoutState(F, latent_size, frame_mode=opts.frame_attention, chunk_size=opts.attention_chunk)
     info = {"start_step": k}
     with layout_attention(model.unet, state):  # no masks: plain cross-frame attention, maps recorded
