@@ -35,11 +35,13 @@ def test_chinese_instruction_recolours_only_the_circle_it_finds():
     from videdit.translate import translate_plan
 
     bench = _benchmark()
-    plan, _ = translate_plan(plan_edit(bench.CHINESE), None, bench.fixed_translator, "zh", "fixed")
-    assert plan == plan_edit(bench.INSTRUCTION)  # the same plan as the English instruction
+    source = bench.SOURCE_PROMPT  # the clip as shapes-sd's captions describe it
+    plan, _ = translate_plan(plan_edit(bench.CHINESE, source), None, bench.fixed_translator, "zh", "fixed", source)
+    assert plan == plan_edit(bench.INSTRUCTION, source)  # the same plan as the English instruction
+    assert plan.target_prompt == "a blue circle and a yellow square on sand"
     clip, circle, square = bench.circle_and_square(8)
     res = bench.edit(load_sd("shapes-sd"), clip, bench.CHINESE, "grain", 20, bench.fixed_translator,
-                     **method_options("grain", 20))
+                     source_prompt=source, auto_threshold=bench.AUTO_THRESHOLD, **method_options("grain", 20))
     assert res.info["translation"]["texts"] == {"红色圆形": "red circle", "蓝色": "blue"}
     found = res.extras["mask_red_circle"][..., 0] > 127
     assert (found & circle.astype(bool)).sum() >= 0.5 * circle.astype(bool).sum()  # the region is on the circle
