@@ -228,3 +228,49 @@ def test_no_warning_when_tokenizer_covers_the_script(chinese_tokenizer):
 
 def test_warning_when_english_instruction_names_a_chinese_target(clip_tokenizer):
     assert language_warning(plan_edit("replace the car with 保时捷"), clip_tokenizer) is not None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("make it look like a watercolour", ("style", None, "a watercolour")),
+        ("Please make it look like a watercolour painting.", ("style", None, "a watercolour painting")),
+        ("turn it into a cartoon", ("style", None, "a cartoon")),
+        ("make the video look like winter", ("style", None, "winter")),
+        ("turn the red circle blue", ("recolour", "red circle", "blue")),
+        ("turn the dog into a cat", ("replace", "dog", "cat")),
+        ("car -> Porsche", ("replace", "car", "Porsche")),
+        ("change the colour of the car to red", ("recolour", "car", "red")),
+        ("让它看起来像水彩画", ("style", None, "水彩画")),
+        ("把红色圆形变成蓝色", ("recolour", "红色圆形", "蓝色")),
+        ("把汽车的颜色改为红色", ("recolour", "汽车", "红色")),
+        ("수채화처럼 만들어", ("style", None, "수채화")),
+        ("자동차의 색을 빨간색으로 바꿔", ("recolour", "자동차", "빨간색")),
+        ("車をポルシェに変えて", ("replace", "車", "ポルシェ")),
+        ("動画の中の車をポルシェに置き換えてください", ("replace", "車", "ポルシェ")),
+        ("円を青にして", ("recolour", "円", "青")),
+        ("車の色を赤に変えて", ("recolour", "車", "赤")),
+        ("水彩画のようにして", ("style", None, "水彩画")),
+    ],
+)
+def test_instruction_kinds(text, expected):
+    from videdit.prompts import parse
+
+    instruction = parse(text)
+    assert (instruction.kind, instruction.source, instruction.change) == expected
+
+
+def test_make_it_look_like_is_a_style_not_an_object():
+    # "make it look like a watercolour" used to give source "an it look like a"
+    plan = plan_edit("make it look like a watercolour")
+    assert (plan.source_word, plan.target_prompt, plan.source_prompt) == (None, "a watercolour", "")
+    plan = plan_edit("make it look like a watercolour", source_prompt="a fox on snow")
+    assert plan.target_prompt == "a fox on snow, a watercolour" and plan.source_prompt == "a fox on snow"
+    assert parse_instruction("make it look like a watercolour") == (None, "a watercolour")
+
+
+def test_japanese_plans_keep_their_own_words():
+    assert plan_edit("車をポルシェに変えて") == EditPlan("車", "ポルシェ", "ポルシェ", "車", "ja")
+    assert plan_edit("円を青にして").target_prompt == "青の円"
+    assert plan_edit("turn the red circle blue", "a red circle and a yellow square on sand").target_prompt == \
+        "a blue circle and a yellow square on sand"

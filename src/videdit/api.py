@@ -97,7 +97,7 @@ def load_input(video, opts: EditOptions):
 
 
 def edit(video, prompt: str | None = None, method: str = "invert", output: str | os.PathLike | None = None,
-         model=None, regions=None, **options) -> EditResult:
+         model=None, regions=None, translator=None, **options) -> EditResult:
     """Edit ``video`` (a path, a `videdit.video.Clip` or frames) so that it shows ``prompt``.
 
     ``model`` is a preset name, repository id or folder (default ``sd15``), or an already loaded
@@ -108,6 +108,7 @@ def edit(video, prompt: str | None = None, method: str = "invert", output: str |
     `videdit.masks.Region` objects.
     ``first_frame_editor`` (method i2v) may be any callable ``PIL.Image -> PIL.Image``: it edits the
     source's first frame (`videdit.editors`).
+    ``translator`` may be any callable ``list[str] -> list[str]`` into English (`videdit.translate`).
     """
     loaded = None
     if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -117,14 +118,16 @@ def edit(video, prompt: str | None = None, method: str = "invert", output: str |
 
         options["first_frame_editor"] = register_callable(options["first_frame_editor"])
     opts, _ = make_options(dict(options, prompt=prompt, method=method, model=None if model is None else str(model)))
-    return run_edit(video, opts, output, model=loaded, extra={"regions": regions} if regions else None)
+    extra = dict({"regions": regions} if regions else {}, **({"translator": translator} if translator else {}))
+    return run_edit(video, opts, output, model=loaded, extra=extra or None)
 
 
 def run_edit(video, opts: EditOptions, output=None, model=None, extra: dict | None = None) -> EditResult:
     """Edit ``video`` with validated options; ``extra`` holds method inputs that are not options
-    (``regions`` of method grain)."""
+    (``regions`` of method grain, a ``translator`` callable)."""
     from .methods import get_method
-    from .prompts import language_warning, plan_edit
+    from .prompts import plan_edit
+    from .translate import prepare_prompts
     from .fsutil import check_writable
     from .video import check_output_path, resize_frames, working_size
 
@@ -162,16 +165,17 @@ def run_edit(video, opts: EditOptions, output=None, model=None, extra: dict | No
                  work[0], work[1], opts.method)
         log.info("source prompt %r -> target prompt %r", plan.source_prompt, plan.target_prompt)
         model = model or get_model(opts)
-        warning = language_warning(plan, model.tokenizer)
-        if warning:
-            log.warning(warning)
+        plan, regions = prepare_prompts(plan, inputs.get("regions"), opts, model.tokenizer, (extra or {}).get("translator"))
+        if regions is not None:
+            inputs["regions"] = regions
         seed_everything(opts.seed)
         result = method_run(model, source, opts, plan, **inputs)
         frames = result.frames
         if not opts.keep_working_size and len(frames) and frames.shape[2:0:-1] != (src_w, src_h):
             frames = resize_frames(frames, (src_w, src_h))
         info = dict(result.info, run_id=run_id, total_s=time.perf_counter() - t_start,
-                    source_prompt=plan.source_prompt, target_prompt=plan.target_prompt)
+                    source_prompt=plan.source_prompt, target_prompt=plan.target_prompt,
+                    **({"translation": plan.translation} if plan.translation else {}))
         log.info("done in %.1f s: %s", info["total_s"], {k: (round(v, 3) if isinstance(v, float) else v)
                                                        for k, v in result.info.items()})
         res = EditResult(frames=frames, fps=clip.fps, source=source, edited_working=result.frames,
@@ -202,12 +206,6 @@ def _start_logging(opts: EditOptions, run_id: str) -> list[logging.Handler]:
     log.setLevel(logging.INFO)
     handlers: list[logging.Handler] = []
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    if not opts.verbose:  # warnings reach the terminal in any case (the log file has everything)
-        warn = logging.StreamHandler()
-        warn.setLevel(logging.WARNING)
-        warn.setFormatter(logging.Formatter("videdit: warning: %(message)s"))
-        log.addHandler(warn)
-        handlers.append(warn)
     if opts.verbose:
         Path("logs").mkdir(exist_ok=True)
         fh = logging.FileHandler(Path("logs") / f"{run_id}.log", encoding="utf-8")
@@ -216,6 +214,11 @@ def _start_logging(opts: EditOptions, run_id: str) -> list[logging.Handler]:
             h.setFormatter(fmt)
             log.addHandler(h)
             handlers.append(h)
+    else:  # warnings and the lines a user must see (`videdit.notices`)
+        from .notices import terminal_handler
+
+        handlers.append(terminal_handler())
+        log.addHandler(handlers[-1])
     # Always keep the run's log in memory, for the run folder.
     mem = _MemoryHandler()
     mem.setFormatter(fmt)
@@ -271,7 +274,7 @@ def _write_run_folder(res: EditResult, out_path: Path, opts: EditOptions, handle
     config = dict(opts.to_dict(), output=str(out_path))
     (tmp_run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     info = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in res.info.items()}
-    (tmp_run / "info.yaml").write_text(yaml.safe_dump(info, sort_keys=False), encoding="utf-8")
+    (tmp_run / "info.yaml").write_text(yaml.safe_dump(info, sort_keys=False, allow_unicode=True), encoding="utf-8")
     if res.evaluation is not None:
         from .evaluate import format_table, to_json
 

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="also fetch pickle weights where no safetensors exist")
 
     p = sub.add_parser("tiny-model", help="write a random-weight model of the real classes (for tests)")
-    p.add_argument("kind", help="sd15, ip2p, i2vgen-xl or clip")
+    p.add_argument("kind", help="sd15, ip2p, i2vgen-xl, clip or marian (a translator, for --translation-model)")
     p.add_argument("dir", help="output folder")
     p.add_argument("--with-controlnet", action="store_true", help="also write a tiny ControlNet (sd15)")
     p.add_argument("--seed", type=int, default=0)
@@ -203,6 +203,11 @@ def cmd_tiny_model(args) -> int:
 
         out = make_tiny_clip(args.dir, seed=args.seed, overwrite=args.overwrite)
         print(f"wrote tiny clip model to {out}")
+        return 0
+    if args.kind == "marian":
+        from .tiny_marian import write_tiny_marian
+
+        print(f"wrote tiny marian model to {write_tiny_marian(args.dir, seed=args.seed, overwrite=args.overwrite)}")
         return 0
     out = write_tiny_model(args.kind, args.dir, seed=args.seed, with_controlnet=args.with_controlnet,
                            overwrite=args.overwrite)

@@ -79,6 +79,14 @@ class EditOptions:
     verbose: bool = _opt(False, "log to the terminal and to logs/<run-id>.log")
     progress: bool = _opt(True, "show progress bars")
     overwrite: bool = _opt(False, "replace an existing output")
+    # --- prompts the text encoder cannot read, and instructions that find their own region
+    translate: str = _opt("auto", "translate a prompt into English when the text encoder's tokenizer lacks its "
+                          "script (Chinese, Korean, Japanese with CLIP); off: keep it, with a warning",
+                          choices=("auto", "off"))
+    translation_model: str | None = _opt(None, "MarianMT model for --translate (preset, repository or folder; "
+                                         "default: by language, translate-zh, translate-ko or translate-ja)")
+    localize: bool = _opt(False, "invert: edit only the region the instruction's source word finds in its "
+                          "cross-attention during inversion; outside it the source latents are blended back")
     # --- method "anchor" (instruction editing with anchor-based cross-frame attention)
     anchors: int = _opt(3, "anchor: number of anchor frames, spaced uniformly over the clip", range=(1, 1000))
     chunk: int = _opt(8, "anchor: frames denoised together per UNet batch after the anchors", range=(1, 4096))
@@ -157,7 +165,7 @@ class EditOptions:
     def validate(self) -> "EditOptions":
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise UserError("empty prompt: say what the edited video should show, e.g. --prompt 'a cat'")
-        for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip"):
+        for name in ("method", "control", "frame_attention", "anchor_cache", "anchor_share", "long_clip", "translate"):
             choices = EditOptions.__dataclass_fields__[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")

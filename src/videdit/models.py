@@ -23,7 +23,7 @@ PACKAGE_WEIGHTS = Path(__file__).parent / "shapes" / "weights"
 @dataclass(frozen=True)
 class Preset:
     repo: str  # Hugging Face repository id, or a folder inside the package for ShapesWorld models
-    kind: str  # "sd" (text-to-image), "ip2p" (instruction editor), "i2v", "controlnet", "clip"
+    kind: str  # "sd" (text-to-image), "ip2p" (instruction editor), "i2v", "controlnet", "clip", "translation"
     about: str
 
 
@@ -36,6 +36,9 @@ PRESETS: dict[str, Preset] = {
     "openpose": Preset("lllyasviel/control_v11p_sd15_openpose", "controlnet", "ControlNet 1.1 openpose for SD 1.5"),
     "depth-annotator": Preset("Intel/dpt-hybrid-midas", "annotator", "DPT depth estimator (depth control maps)"),
     "clip-l14": Preset("openai/clip-vit-large-patch14", "clip", "CLIP ViT-L/14 (metrics)"),
+    "translate-zh": Preset("Helsinki-NLP/opus-mt-zh-en", "translation", "MarianMT Chinese -> English (--translate)"),
+    "translate-ko": Preset("Helsinki-NLP/opus-mt-ko-en", "translation", "MarianMT Korean -> English (--translate)"),
+    "translate-ja": Preset("Helsinki-NLP/opus-mt-ja-en", "translation", "MarianMT Japanese -> English (--translate)"),
     "shapes-sd": Preset(str(PACKAGE_WEIGHTS / "shapes-sd"), "sd", "ShapesWorld text-to-image (ships with videdit)"),
     "shapes-ip2p": Preset(str(PACKAGE_WEIGHTS / "shapes-ip2p"), "ip2p", "ShapesWorld instruction editor (ships with videdit)"),
     "shapes-i2v": Preset(str(PACKAGE_WEIGHTS / "shapes-i2v"), "i2v", "ShapesWorld image-to-video (ships with videdit)"),
@@ -46,7 +49,8 @@ CONTROL_PRESETS = {"canny": "canny", "depth": "depth", "openpose": "openpose"}
 # What `videdit download` fetches: configs, tokenizer files and full-precision safetensors weights;
 # not the single-file checkpoints, pickle weights or the safety checker the repositories also hold.
 DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors",
-                     "*/model.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors"]
+                     "*/model.safetensors", "diffusion_pytorch_model.safetensors", "model.safetensors",
+                     "*.spm"]  # MarianMT's SentencePiece models (translate-*)
 PICKLE_PATTERNS = ["*/diffusion_pytorch_model.bin", "*/pytorch_model.bin", "diffusion_pytorch_model.bin", "pytorch_model.bin"]
 IGNORE_PATTERNS = ["safety_checker/*", "*.ckpt", "*.fp16.*", "*.non_ema.*", "*.msgpack", "*.onnx", "*.h5"]
 

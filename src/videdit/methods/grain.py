@@ -9,7 +9,8 @@ bear") and part-level ("his shirt -> red") edits in one pass, without training:
    span i the global prompt's token embeddings are replaced by region i's prompt encoded alone,
    so each span says only what its region should show. A region prompt that is not a span is an error.
 2. Masks. Per region from files, or ``auto:WORD``: the cross-attention maps of WORD in the source
-   prompt, recorded during inversion, thresholded and cleaned. Pixels outside every mask form a
+   prompt, recorded during inversion, thresholded and cleaned. Without regions, an instruction
+   ("replace the car with a Porsche") is one such region, car=auto:car:Porsche (`videdit.localize`). Pixels outside every mask form a
    background region (self-attention only), unless ``--no-layout-background``.
 3. Inversion. DDIM inversion of the clip under the source prompt with cross-frame attention, as
    method ``invert`` does (and, with ``--inject-steps``, the plug-and-play features kept).
@@ -42,14 +43,16 @@ from ..errors import UserError
 from ..inversion import invert_cached, start_index
 from ..masks import (Region, clean_mask, load_mask_source, overlay_masks, parse_region_arg, regions_from_config,
                      resize_nearest, validate_regions)
+from ..localize import describe_mask, instruction_region, load_maps, maps_cache_path, region_summary, save_maps
 from ..models import DiffusionModel
+from ..notices import say
 from ..prompts import EditPlan
 from . import MethodResult
 
 log = logging.getLogger("videdit")
 
 BACKGROUND = "background"
-AUTO_MASK_FACTOR = 4  # SD 1.5 at 512 px: the 16x16 layers
+AUTO_MASK_SIDE = 16  # automatic masks from the cross-attention maps nearest 16x16 (SD 1.5 at 512 px: factor 4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -118,8 +121,10 @@ def token_region_ids(length: int, spans: list[tuple[int, int]]) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # 2. Masks
 
-def attention_factor(unet) -> int:
-    """The UNet level (2**n) whose cross-attention maps make automatic masks: 4 if it has one, else the nearest."""
+def attention_factor(unet, latent_size: tuple[int, int] = (64, 64)) -> int:
+    """The UNet level (2**n) whose cross-attention maps make automatic masks: the one whose maps are nearest
+    16 positions on the long side of ``latent_size`` (SD 1.5 at 512 px: 4, the 16x16 layers; a 64-px
+    ShapesWorld clip, latents 16x16: 1, where the 4x4 level would make a mask of a few coarse blocks)."""
     n = len(unet.config.down_block_types)
     factors = set()
     for name in unet.attn_processors:
@@ -130,7 +135,8 @@ def attention_factor(unet) -> int:
         factors.add(2 ** depth)
     if not factors:
         raise UserError("this model has no cross-attention layers: automatic masks (auto:WORD) need them")
-    return min(factors, key=lambda f: (abs(math.log2(f) - math.log2(AUTO_MASK_FACTOR)), f))
+    target = max(max(latent_size) / AUTO_MASK_SIDE, 1.0)
+    return min(factors, key=lambda f: (abs(math.log2(f) - math.log2(target)), f))
 
 
 def masks_from_attention(maps: torch.Tensor, size: tuple[int, int], threshold: float) -> np.ndarray:
@@ -178,8 +184,11 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         frame_indices: list[int] | None = None) -> MethodResult:
     factors = _check(opts)
     regions = as_regions(regions)
-    if not regions:
-        raise UserError("--method grain needs at least one region: --region NAME=MASK:PROMPT (or regions: in --config)")
+    if not regions:  # an instruction finds its own region (`videdit.localize`)
+        if instruction_region(plan) is None:
+            raise UserError("--method grain needs at least one region: --region NAME=MASK:PROMPT (or regions: in "
+                            "--config), or an instruction naming what to change (\"replace the car with a Porsche\")")
+        regions = [instruction_region(plan)]
     F_, H, W = frames.shape[:3]
     frame_indices = list(range(F_)) if frame_indices is None else list(frame_indices)
     tokenizer = model.tokenizer
@@ -216,7 +225,7 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     scheduler = make_scheduler(model, opts.steps)
     timesteps = scheduler.timesteps[opts.steps - k:] if k > 0 else scheduler.timesteps[:0]
     inject, injection = plug_and_play(model.unet, timesteps, opts.inject_steps)
-    factor = attention_factor(model.unet) if (auto_spans or opts.save_attention) else None
+    factor = attention_factor(model.unet, latent_size) if (auto_spans or opts.save_attention) else None
     info = {"start_step": k, "spans": {r.name: list(s) for r, s in zip(regions, spans)},
             "regions": [dict(name=r.name, mask=r.mask, prompt=r.prompt) for r in regions]}
     extras: dict[str, np.ndarray] = {}
@@ -224,8 +233,12 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     with layout_attention(model.unet, layout), injection as injected:
         # 3. Inversion (plain cross-frame attention: layout.timestep is None), recording what later steps need.
         z0 = vae_encode(model, frames, opts.vae_chunk)
-        recording = bool(auto_spans) or opts.inject_steps > 0
-        layout.recorder = CrossAttentionRecorder(auto_spans, factor, branch=0) if auto_spans else None
+        maps_path = None if not auto_spans or opts.no_cache else maps_cache_path(
+            frames, model, plan.source_prompt, opts.steps, opts.control, opts.control_scale, opts.frame_attention,
+            auto_spans, factor)
+        found = load_maps(maps_path, list(auto_spans)) if auto_spans else None  # a re-edit reuses its regions
+        recording = (bool(auto_spans) and found is None) or opts.inject_steps > 0
+        layout.recorder = CrossAttentionRecorder(auto_spans, factor, branch=0) if auto_spans and found is None else None
         inject.mode = "record" if opts.inject_steps > 0 else "off"
         t0 = time.perf_counter()
         traj = invert_cached(model, frames, z0, plan.source_prompt, source, opts.steps, opts.control, control,
@@ -235,9 +248,15 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         inject.mode = "off"
         info["injected_features"] = len(inject.features)  # (layer, q/k/conv2, timestep) kept for injection
         if auto_spans:
-            for name, amap in layout.recorder.maps().items():
+            if found is None:
+                found = layout.recorder.maps()
+                save_maps(maps_path, found)
+            info["found_regions"] = {}
+            for name, amap in found.items():
                 masks[name] = masks_from_attention(amap, (H, W), opts.auto_threshold)
                 extras[f"mask_{name}"] = mask_frames(masks[name])
+                info["found_regions"][name] = region_summary(masks[name], frame_indices)
+                say(describe_mask(name, masks[name], frame_indices))
                 if not masks[name].any():
                     log.warning("automatic mask of region %r is empty: lower --auto-threshold", name)
         layout.recorder = None
