@@ -129,3 +129,53 @@ def test_fresh_modules_are_the_identity_and_the_tiny_ones_act(model, tiny_t2v):
             else:
                 assert (out - plain).abs().max() > 1e-3
     assert {k: type(v) for k, v in model.unet.attn_processors.items()} == {k: type(v) for k, v in before.items()}
+
+
+def test_randomized_blending_writes_each_chunk_from_its_offset():
+    from videdit.generate.refine import blend_chunks, blend_offsets, padded_length
+
+    assert [padded_length(n, 24, 8) for n in (10, 24, 25, 40, 41, 240)] == [24, 24, 40, 40, 56, 248]
+    preds = [torch.full((1, 1, 24, 1, 1), float(i)) for i in range(3)]
+    out = blend_chunks(preds, 16, [0, 3, 7])[0, 0, :, 0, 0].tolist()
+    assert out == [0.0] * 19 + [1.0] * 20 + [2.0] * 17  # chunk 1 from 16 + 3, chunk 2 from 32 + 7
+    g = torch.Generator().manual_seed(0)
+    draws = [blend_offsets(4, 8, g) for _ in range(50)]
+    assert all(d[0] == 0 and all(0 <= r <= 7 for r in d) for d in draws)
+    assert len({tuple(d) for d in draws}) > 10  # fresh per step
+    assert blend_offsets(4, 8, None) == [0, 0, 0, 0]
+
+
+def test_refine_real_footage_keeps_length_and_rate(tmp_path, videos, tiny_t2v, model):
+    from videdit.generate.refine import refine_video
+    from videdit.video import read_clip, write_video
+
+    source = read_clip(videos / "woman-running.mp4", frames=30)
+    clip = write_video(tmp_path / "in.mp4", source.frames, source.fps)
+    opts = _opts(refiner=str(tiny_t2v), refine_size="64", refine_steps=4, refine_chunk=12, refine_overlap=4)
+    out = {}
+    for blend in ("random", "none"):
+        opts.refine_blend = blend
+        out[blend] = read_clip(refine_video(clip, opts, tmp_path / f"{blend}.mp4", model=model))
+    assert out["random"].frames.shape == out["none"].frames.shape == (30, 64, 64, 3)
+    assert out["random"].fps == source.fps
+    assert not np.array_equal(out["random"].frames, out["none"].frames)
+
+
+def test_cli_generate_with_refine_and_clean_stops(tmp_path, tiny_t2v, capsys):
+    from videdit.cli import main
+    from videdit.video import read_clip
+
+    common = ["--prompt", "a red circle", "--model", str(tiny_t2v), "--steps", "2", "--size", "64", "--no-progress"]
+    assert main(["generate", *common, "--frames", "20", "--refine", "--refiner", str(tiny_t2v), "--refine-steps",
+                 "4", "--refine-size", "64", "-o", str(tmp_path / "a.mp4")]) == 0
+    assert read_clip(tmp_path / "a.mp4").frames.shape == (20, 64, 64, 3)
+    for bad, says in [(["--frames", "20", "-o", str(tmp_path / "a.gif")], "frame by frame"),
+                      (["--size", "100", "-o", str(tmp_path / "b.mp4")], "multiples of 64"),
+                      (["--conditioning", "cam", "--modules", str(tmp_path), "-o", str(tmp_path / "c.mp4")],
+                       "needs CAM/APM weights")]:
+        capsys.readouterr()
+        assert main(["generate", *common, *bad]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1
+    assert not (tmp_path / "a.gif").exists() and not (tmp_path / "c.mp4").exists()
+    assert not (tmp_path / "c_run").exists()

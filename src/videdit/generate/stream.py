@@ -147,16 +147,19 @@ class StreamRun:
 
 def prepare_run(folder: Path, opts: GenerateOptions) -> StreamRun:
     """The run folder: continued with --resume, replaced with --overwrite, else a `UserError` if it exists."""
+    if folder.exists() and not opts.resume and not opts.overwrite:
+        raise UserError(f"run folder {printable(folder)} exists: pass --resume to continue it or --overwrite to "
+                        "start again")
+    return StreamRun(folder)
+
+
+def open_run(run: StreamRun, opts: GenerateOptions) -> None:
+    """Create the run folder (replacing an old one with --overwrite); called once the inputs are checked."""
     import shutil
 
-    run = StreamRun(folder)
-    if folder.exists() and not opts.resume:
-        if not opts.overwrite:
-            raise UserError(f"run folder {printable(folder)} exists: pass --resume to continue it or --overwrite to "
-                            "start again")
-        shutil.rmtree(folder)
+    if run.folder.exists() and not opts.resume:
+        shutil.rmtree(run.folder)
     run.frames.mkdir(parents=True, exist_ok=True)
-    return run
 
 
 class Streamer:
@@ -292,6 +295,7 @@ def generate(opts: GenerateOptions, output, on_chunk: Callable[[int, int], None]
         model = load_t2v(opts.model, opts.device, opts.dtype, opts.allow_pickle)
     size = resolve_size(opts, model)
     conditioning, modules = load_streaming(model, opts)
+    open_run(run, opts)
     key = {k: getattr(opts, k) for k in RESUME_KEYS} | {"conditioning": conditioning, "size": list(size)}
     done, written, state = run.load(key) if opts.resume else (0, 0, {})
     plan = Plan(opts.frames, opts.chunk, opts.overlap)
