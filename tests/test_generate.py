@@ -179,3 +179,59 @@ def test_cli_generate_with_refine_and_clean_stops(tmp_path, tiny_t2v, capsys):
         assert says in err and err.count("\n") == 1
     assert not (tmp_path / "a.gif").exists() and not (tmp_path / "c.mp4").exists()
     assert not (tmp_path / "c_run").exists()
+
+
+def released_state(unet) -> dict:
+    """A state dict in the released StreamingT2V layout (names of its public code) from random weights."""
+    from videdit.generate.modules import APM, CAM
+
+    cam, apm = CAM(unet, frame_channels=(8, 8, 16, 16)), APM(unet, image_dim=24, hidden=40)
+    n = len(cam.mergers)
+    state = {f"base_model.{k}": v for k, v in unet.state_dict().items()}
+    for k, v in cam.state_dict().items():
+        if k.startswith("frame_embedding."):
+            state["unet.controlnet_cond_embedding." + k[len("frame_embedding."):]] = v
+        elif k.startswith("mergers."):
+            i, rest = k.split(".", 2)[1:]
+            block = f"cross_attention_merger_down_blocks.{i}" if int(i) < n - 1 else "cross_attention_merger_mid_block"
+            state[f"base_model.{block}.temporal_transformer.{rest}"] = v
+        else:
+            state["unet." + k] = v
+    for layer in apm.layers:  # e.g. down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor
+        mixer = apm.mixers[layer.removesuffix(".processor").replace(".", "_")]
+        path = "base_model." + layer.removesuffix(".processor")
+        state |= {f"{path}.conv.weight": mixer.conv.weight, f"{path}.conv.bias": mixer.conv.bias,
+                  f"{path}.conv_ln.weight": mixer.norm.weight, f"{path}.conv_ln.bias": mixer.norm.bias,
+                  f"{path}.alpha": mixer.alpha}
+    state |= {f"resampler.context_embedding.{k}": v for k, v in apm.resampler.state_dict().items()}
+    state["vae.encoder.conv_in.weight"] = torch.zeros(1)  # frozen copies: skipped
+    return {k: torch.randn_like(v) for k, v in state.items()}
+
+
+def test_convert_streamingt2v_maps_every_released_weight(tmp_path, tiny_t2v, model, capsys):
+    from safetensors.torch import load_file
+
+    from videdit.cli import main
+    from videdit.generate.modules import load_modules
+
+    state = released_state(model.unet)
+    ckpt = tmp_path / "streaming_t2v.ckpt"
+    torch.save({"state_dict": state, "epoch": 3}, ckpt)
+    assert main(["convert", "streamingt2v", str(ckpt), "-o", str(tmp_path / "out"), "--base", str(tiny_t2v)]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-pickle" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert main(["convert", "streamingt2v", str(ckpt), "-o", str(tmp_path / "out"), "--base", str(tiny_t2v),
+                 "--allow-pickle"]) == 0
+    cam, apm = load_modules(tmp_path / "out" / "streaming", model.unet)  # strict: no missing or unexpected key
+    assert torch.equal(cam.frame_embedding.conv_out.weight, state["unet.controlnet_cond_embedding.conv_out.weight"])
+    assert torch.equal(cam.mergers[-1].attention.to_k.weight,
+                       state["base_model.cross_attention_merger_mid_block.temporal_transformer.attention.to_k.weight"])
+    assert torch.equal(apm.resampler[2].bias, state["resampler.context_embedding.2.bias"])
+    unet = load_file(str(tmp_path / "out" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert set(unet) == set(model.unet.state_dict())
+    assert torch.equal(unet["conv_out.weight"], state["base_model.conv_out.weight"])
+    state["base_model.cross_attention_merger_down_blocks.99.temporal_transformer.proj_in.weight"] = torch.zeros(1)
+    torch.save({"state_dict": state}, ckpt)
+    assert main(["convert", "streamingt2v", str(ckpt), "-o", str(tmp_path / "bad"), "--base", str(tiny_t2v),
+                 "--allow-pickle"]) == 2
+    assert "unexpected" in capsys.readouterr().err and not (tmp_path / "bad").exists()

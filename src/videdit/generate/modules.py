@@ -8,7 +8,7 @@ outputs c_i (every skip connection and the mid block) enters the base UNet throu
 cross-attention per pixel, whose queries are the base UNet's F frames x_i and whose keys and values
 are the branch's 8 frames:
 
-    x_i <- x_i + W_out Attn(Q = W_in GN(x_i), K = V = W_in GN(c_i))      (W_out zero-initialised)
+    x_i <- x_i + W_out Attn(Q = W_in GN(x_i), K = V = c_i)      (W_out zero-initialised)
 
 APM, the appearance preservation module (section 4.2), keeps the look of an anchor frame (frame 0 of
 the first chunk): its CLIP image embedding becomes 16 tokens (Linear, SiLU, Linear), appended after
@@ -62,36 +62,37 @@ class FrameEmbedding(nn.Module):
 
 
 class CrossFrameMerger(nn.Module):
-    """x + W_out Attn(Q = W_in GN(x), K = V = W_in GN(c)) over the frames of each pixel, heads C/64."""
+    """x + W_out Attn(Q = W_in GN(x), K = V = c) over the frames of each pixel, heads C/64.
+
+    The queries are the base UNet's frames after GroupNorm and W_in; keys and values are the branch's
+    raw features; ``attention`` is a diffusers `Attention` (its to_q, to_k, to_v, to_out)."""
 
     def __init__(self, channels: int, head_dim: int = 64):
+        from diffusers.models.attention_processor import Attention
+
         super().__init__()
-        self.heads = max(1, channels // head_dim)
-        self.norm = nn.GroupNorm(math.gcd(32, channels), channels)
+        head_dim = min(head_dim, channels)
+        self.norm = nn.GroupNorm(math.gcd(32, channels), channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, channels)
-        self.to_q, self.to_k, self.to_v = (nn.Linear(channels, channels, bias=False) for _ in range(3))
+        self.attention = Attention(query_dim=channels, cross_attention_dim=channels, heads=channels // head_dim,
+                                   dim_head=head_dim, bias=False)
         self.proj_out = nn.Linear(channels, channels)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def _tokens(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B F, C, h, w) -> (B h w, F, C) after GroupNorm and W_in."""
+    @staticmethod
+    def _per_pixel(x: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B F, C, h, w) -> (B h w, F, C)."""
         n, c, hh, ww = x.shape
-        x = self.norm(x).reshape(n // frames, frames, c, hh * ww).permute(0, 3, 1, 2).reshape(-1, frames, c)
-        return self.proj_in(x)
+        return x.reshape(n // frames, frames, c, hh * ww).permute(0, 3, 1, 2).reshape(-1, frames, c)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, frames: int) -> torch.Tensor:
         n, c, hh, ww = x.shape
-        cond_frames = cond.shape[0] // (n // frames)
-        q, kv = self._tokens(x, frames), self._tokens(cond, cond_frames)
-
-        def heads(t):
-            return t.reshape(t.shape[0], t.shape[1], self.heads, c // self.heads).transpose(1, 2)
-
-        a = F.scaled_dot_product_attention(heads(self.to_q(q)), heads(self.to_k(kv)), heads(self.to_v(kv)))
-        a = self.proj_out(a.transpose(1, 2).reshape(q.shape))  # (B h w, F, C)
-        a = a.reshape(n // frames, hh * ww, frames, c).permute(0, 2, 3, 1).reshape(n, c, hh, ww)
-        return x + a
+        batch = n // frames
+        q = self.proj_in(self._per_pixel(self.norm(x), frames))
+        kv = self._per_pixel(cond, cond.shape[0] // batch)
+        a = self.proj_out(self.attention(q, encoder_hidden_states=kv))  # (B h w, F, C)
+        return x + a.reshape(batch, hh * ww, frames, c).permute(0, 2, 3, 1).reshape(n, c, hh, ww)
 
 
 def skip_channels(unet) -> list[int]:
