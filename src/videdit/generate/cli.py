@@ -34,6 +34,26 @@ def add_parsers(sub) -> None:
     p.add_argument("--base", default="ms-t2v", help="base model the modules belong to (default: ms-t2v)")
     p.add_argument("--allow-pickle", action="store_true", help="allow reading a pickle checkpoint; unpickling runs code")
     p.add_argument("--overwrite", action="store_true")
+    add_train_parser(sub)
+
+
+def add_train_parser(sub) -> None:
+    from .train import TRAIN_BASE
+
+    p = sub.add_parser("train-streaming", help="train the CAM and APM streaming modules of a text-to-video model")
+    p.add_argument("data", help="'shapes' (ShapesWorld clips) or a folder with metadata.jsonl of {video, caption}")
+    p.add_argument("--base", required=True, help="base text-to-video model (UNet3D): preset, repository or folder")
+    p.add_argument("-o", "--output", required=True, help="run folder: checkpoints (resumable), log.jsonl, streaming/")
+    p.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this run (default: 60)")
+    p.add_argument("--steps", type=int, default=None, help="step budget (whichever comes first)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--train-base", choices=TRAIN_BASE, default="temporal",
+                   help="which base UNet layers train with the modules (default: temporal)")
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--size", type=int, default=None, help="clip side in pixels (default: the base model's own)")
 
 
 def _options(args) -> GenerateOptions:
@@ -76,4 +96,22 @@ def cmd_convert(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "refine": cmd_refine, "convert": cmd_convert}
+def cmd_train_streaming(args) -> int:
+    from pathlib import Path
+
+    from ..cli import _quiet_libraries
+    from .train import train_streaming
+
+    _quiet_libraries(False)
+    if args.minutes <= 0 or (args.steps is not None and args.steps < 1) or args.checkpoint_minutes <= 0:
+        from ..errors import UserError
+
+        raise UserError("--minutes, --steps and --checkpoint-minutes must be positive")
+    out = train_streaming(args.data, args.base, Path(args.output), seed=args.seed, minutes=args.minutes, steps=args.steps,
+                          batch=args.batch, lr=args.lr, train_base=args.train_base, device=args.device,
+                          checkpoint_minutes=args.checkpoint_minutes, size=args.size)
+    print(f"wrote {out / 'streaming'}")
+    return 0
+
+
+COMMANDS = {"generate": cmd_generate, "refine": cmd_refine, "convert": cmd_convert, "train-streaming": cmd_train_streaming}

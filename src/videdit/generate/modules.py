@@ -124,7 +124,9 @@ class CAM(nn.Module):
         """The branch's outputs c_i for the noisy latent x (B, C, F, h, w) and conditioning ``frames``
         (B, 8, 3, H, W) in [-1, 1]: the branch reads x's first 8 frames."""
         x8 = x[:, :, : self.cond_frames]
-        added = self.frame_embedding(frames.flatten(0, 1).to(self.dtype))
+        # contiguous: frames made by permuting (H, W, 3) images are channels-last, whose conv backward
+        # crashed torch 2.13 on the CPU
+        added = self.frame_embedding(frames.flatten(0, 1).to(self.dtype).contiguous())
         return unet_encoder(self, x8, t, text, added=added)
 
     def merge_fn(self, features: list[torch.Tensor]):

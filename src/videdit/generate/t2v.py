@@ -102,7 +102,8 @@ def _down(unet, x, t, text, added, cross_attention_kwargs):
     timesteps = torch.as_tensor(t, device=x.device).reshape(-1).expand(b)
     emb = unet.time_embedding(unet.time_proj(timesteps).to(unet.dtype)).repeat_interleave(f, dim=0)
     context = text.repeat_interleave(f, dim=0)
-    h = unet.conv_in(x.permute(0, 2, 1, 3, 4).reshape(b * f, x.shape[1], *x.shape[3:]))
+    # contiguous: a channels-last input (latents of permuted images) crashed the conv backward of torch 2.13
+    h = unet.conv_in(x.permute(0, 2, 1, 3, 4).reshape(b * f, x.shape[1], *x.shape[3:]).contiguous())
     h = unet.transformer_in(h, num_frames=f, cross_attention_kwargs=cross_attention_kwargs, return_dict=False)[0]
     if added is not None:
         h = h + added
