@@ -215,7 +215,7 @@ def _format_value(name: str, value: float) -> str:
         return "nan"
     if name.startswith("psnr"):
         return "inf dB" if math.isinf(value) else f"{value:.2f} dB"
-    if name == "scuts":
+    if name.startswith("scuts"):
         return str(int(value))
     if name == "clip_t":
         return f"{value:.2f}"
