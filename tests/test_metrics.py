@@ -217,7 +217,7 @@ def test_evaluate_video_reports_each_value_beside_its_variant(tiny_clip, clip):
                             mask=mask, clip_model=tiny_clip, pairs="all", mawe_size=None)
     metrics = result["metrics"]
     assert set(metrics) == {"clip_t", "clip_f", "frame_accuracy", "warp_error", "warp_error_source", "mawe", "scuts",
-                            "psnr", "psnr_outside_mask", "ssim", "ssim_outside_mask"}
+                            "scuts_adaptive", "psnr", "psnr_outside_mask", "ssim", "ssim_outside_mask"}
     assert all("variant" in entry for entry in metrics.values())
     assert metrics["clip_f"]["variant"]["pairs"] == "all"
     assert math.isinf(metrics["psnr_outside_mask"]["value"]) and not math.isinf(metrics["psnr"]["value"])

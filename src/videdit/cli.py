@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .config import EditOptions, option_help
 from .errors import UserError, printable
+from .generate.cli import COMMANDS as GENERATE_COMMANDS
 
 TRUE_BY_DEFAULT = {"reconstruction": "no-reconstruction", "run_folder": "no-run-folder", "progress": "no-progress",
                    "layout_background": "no-layout-background"}
@@ -54,14 +55,18 @@ def _help_with_default(f) -> str:
 
 def add_edit_options(parser: argparse.ArgumentParser) -> None:
     """One flag per `EditOptions` field; defaults stay None so that a YAML config can fill them."""
-    for f in fields(EditOptions):
-        if f.name == "prompt":  # required, but it may come from --config, so argparse cannot enforce it
-            parser.add_argument("--prompt", help=f"(required, here or in --config) {f.metadata['help']}")
-            continue
+    parser.add_argument("--prompt", help=f"(required, here or in --config) {EditOptions.__dataclass_fields__['prompt'].metadata['help']}")
+    add_option_flags(parser, [f for f in fields(EditOptions) if f.name != "prompt"], TRUE_BY_DEFAULT)
+
+
+def add_option_flags(parser: argparse.ArgumentParser, option_fields, true_by_default: dict[str, str]) -> None:
+    """One flag per dataclass field (help and choices from its metadata), defaults None; a bool field in
+    ``true_by_default`` becomes a --no-... flag."""
+    for f in option_fields:
         flag = "--" + f.name.replace("_", "-")
         help_text = _help_with_default(f)
-        if f.type == "bool" and f.name in TRUE_BY_DEFAULT:
-            parser.add_argument("--" + TRUE_BY_DEFAULT[f.name], dest=f.name, action="store_const", const=False,
+        if f.type == "bool" and f.name in true_by_default:
+            parser.add_argument("--" + true_by_default[f.name], dest=f.name, action="store_const", const=False,
                                 help="do not " + f.metadata["help"])
         elif f.type == "bool":
             parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=f.metadata["help"])
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="also fetch pickle weights where no safetensors exist")
 
     p = sub.add_parser("tiny-model", help="write a random-weight model of the real classes (for tests)")
-    p.add_argument("kind", help="sd15, ip2p, i2vgen-xl, clip or marian (a translator, for --translation-model)")
+    p.add_argument("kind", help="sd15, ip2p, i2vgen-xl, ms-t2v, clip or marian (a translator, for --translation-model)")
     p.add_argument("dir", help="output folder")
     p.add_argument("--with-controlnet", action="store_true", help="also write a tiny ControlNet (sd15)")
     p.add_argument("--seed", type=int, default=0)
@@ -151,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_atlas_arguments(p)
 
+    from .generate.cli import add_parsers as add_generate_parsers
+
+    add_generate_parsers(sub)
+
     p = sub.add_parser("presets", help="list model presets")
 
     p = sub.add_parser("ui", help="a web page for every method (Gradio), on 127.0.0.1 unless told otherwise")
@@ -198,6 +207,11 @@ def cmd_tiny_model(args) -> int:
     from .tiny import write_tiny_model
 
     _quiet_libraries(False)
+    if args.kind == "ms-t2v":
+        from .generate.tiny import write_tiny_t2v
+
+        print(f"wrote tiny ms-t2v model (with CAM and APM) to {write_tiny_t2v(args.dir, args.seed, args.overwrite)}")
+        return 0
     if args.kind == "clip":
         from .tiny_clip import make_tiny_clip
 
@@ -301,6 +315,9 @@ def cmd_ui(args) -> int:
 COMMANDS = {"edit": cmd_edit, "download": cmd_download, "tiny-model": cmd_tiny_model, "eval": cmd_eval,
             "finetune-equivariant": cmd_finetune_equivariant, "demo": cmd_demo, "bench": cmd_bench, "shapes": cmd_shapes,
             "presets": cmd_presets, "ui": cmd_ui, "atlas": cmd_atlas}
+
+
+COMMANDS.update(GENERATE_COMMANDS)  # generate, refine, convert (videdit.generate.cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ LABELS = {
     "warp_error_source": "Warp error (source, floor)",
     "mawe": "MAWE",
     "scuts": "SCuts",
+    "scuts_adaptive": "SCuts (adaptive, as StreamingT2V)",
     "psnr": "PSNR (whole frame)",
     "psnr_outside_mask": "PSNR (outside mask)",
     "ssim": "SSIM (whole frame)",
@@ -170,6 +171,7 @@ def evaluate_video(edited: Any, source: Any = None, prompt: str | None = None, s
                                                      flow=flow)
     results["mawe"] = M.mawe(edit, size=mawe_size)
     results["scuts"] = M.scene_cuts(edit, detector, min_scene_len=min_scene_len)
+    results["scuts_adaptive"] = M.scene_cuts(edit, "adaptive", min_scene_len=min_scene_len)  # the paper's SCuts
     for name, fn in (("psnr", M.psnr), ("ssim", M.ssim)):
         if src is None:
             results[name] = M.unavailable("needs --source")
@@ -213,7 +215,7 @@ def _format_value(name: str, value: float) -> str:
         return "nan"
     if name.startswith("psnr"):
         return "inf dB" if math.isinf(value) else f"{value:.2f} dB"
-    if name == "scuts":
+    if name.startswith("scuts"):
         return str(int(value))
     if name == "clip_t":
         return f"{value:.2f}"

@@ -173,31 +173,54 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
 
 
-def mawe(frames: np.ndarray, c: float = MAWE_C, size: int | None = MAWE_SIZE) -> Result:
+def splat_warp_error(a: np.ndarray, b: np.ndarray, flow: np.ndarray) -> float:
+    """Mean squared error (0-255 scale) between frame b and frame a forward-splatted by the rounded
+    flow a -> b, over the pixels of b the splat reaches (every pixel if none), as StreamingT2V's
+    released ``mawe.py`` computes it: pixel x of a lands at round(x + F(x)) when inside the frame,
+    a later pixel (in row-major order) overwriting an earlier one."""
+    h, w = flow.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w]
+    tx, ty = np.round(xs + flow[..., 0]).astype(np.int64), np.round(ys + flow[..., 1]).astype(np.int64)
+    ok = (tx >= 0) & (ty >= 0) & (tx < w) & (ty < h)
+    warped = np.zeros(a.shape, np.float64)
+    reached = np.zeros((h, w), bool)
+    warped[ty[ok], tx[ok]] = a[ys[ok], xs[ok]]
+    reached[ty[ok], tx[ok]] = True
+    squared = (b.astype(np.float64) - warped) ** 2
+    return float(squared[reached].mean()) if reached.any() else float(squared.mean())
+
+
+MAWE_WARPS = ("splat", "backward")
+
+
+def mawe(frames: np.ndarray, c: float = MAWE_C, size: int | None = MAWE_SIZE, warp: str = "splat") -> Result:
     """Motion-aware warp error (StreamingT2V, arXiv 2403.14773, Sec. 5.1 and appendix).
 
-    MAWE(V) = 1/(T-1) sum_t W_t / (c * m_t), where for the pair (t, t+1), with the flow computed on
-    V itself (StreamingT2V judges generated videos, which have no source):
-      W_t = mean over non-occluded pixels and channels of (V_t - V^_{t+1})^2, pixels in [0, 255];
-      m_t = mean over pixels of |F_f(x)|, the flow magnitude in pixels at the evaluated size;
+    MAWE(V) = 1/(T-1) sum_t W_t / (c * m_t), where for the pair (t, t+1), with the flow F_t computed
+    on V itself (StreamingT2V judges generated videos, which have no source):
+      W_t = mean over the reached pixels and channels of (V_{t+1} - splat(V_t, round(F_t)))^2 on
+            the 0-255 scale (`splat_warp_error`);
+      m_t = mean over pixels of |F_t(x)|, the flow magnitude in pixels at the evaluated size;
       c   = 9.5.
-    This follows the authors' released ``mave.py`` (per-pair ratio, then the mean; frames resized
-    to 720 x 720; c = 9.5). The paper's appendix writes a ratio of video means, W(V) / OFS(V),
-    with OFS the mean *squared* magnitude; the code is what is followed here. Differences from ``mave.py``: flow
-    by OpenCV DIS instead of RAFT, and frame t+1 is backward-warped with the forward-backward
-    occlusion mask instead of forward-splatting frame t, so values are comparable between
-    videos evaluated here, not with the paper's tables. A pair without motion (m_t = 0) gives inf.
+    This follows the authors' released ``mawe.py`` (per-pair ratio, then the mean; frames resized
+    to 720 x 720; c = 9.5), except that the flow is OpenCV's DIS instead of RAFT, so values are
+    comparable between videos evaluated here, not with the paper's tables. (The paper's appendix
+    writes a ratio of video means, W(V) / OFS(V), with OFS the mean *squared* magnitude; the code is
+    what is followed here.) ``warp="backward"`` instead backward-warps frame t+1 with the
+    forward-backward occlusion mask (the warp error of `warp_error`). No motion (m_t = 0) gives inf.
     """
     check_frames(frames)
-    variant = {"flow": "dis", "flow_on": "itself", "c": c, "size": f"{size}x{size}" if size else "native",
-               "scale": "rgb [0,255], mse"}
+    if warp not in MAWE_WARPS:
+        raise ValueError(f"unknown MAWE warp {warp!r}: use one of {', '.join(MAWE_WARPS)}")
+    variant = {"flow": "dis (RAFT in StreamingT2V)", "flow_on": "itself", "warp": warp, "c": c,
+               "size": f"{size}x{size}" if size else "native", "scale": "rgb [0,255], mse"}
     if len(frames) < 2:
         return unavailable("needs at least 2 frames", **variant)
     if size:
         frames = resize_frames(frames, (size, size))
     ratios, errors, motions = [], [], []
     for a, b, pair in zip(frames[:-1], frames[1:], video_flows(frames)):
-        w_t = 255.0**2 * pair_warp_error(a, b, pair)
+        w_t = splat_warp_error(a, b, pair.forward) if warp == "splat" else 255.0**2 * pair_warp_error(a, b, pair)
         m_t = float(np.mean(np.linalg.norm(pair.forward, axis=-1)))
         errors.append(w_t)
         motions.append(m_t)

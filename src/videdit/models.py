@@ -23,7 +23,7 @@ PACKAGE_WEIGHTS = Path(__file__).parent / "shapes" / "weights"
 @dataclass(frozen=True)
 class Preset:
     repo: str  # Hugging Face repository id, or a folder inside the package for ShapesWorld models
-    kind: str  # "sd" (text-to-image), "ip2p" (instruction editor), "i2v", "controlnet", "clip", "translation"
+    kind: str  # "sd" (text-to-image), "ip2p" (instruction editor), "i2v", "t2v", "controlnet", "clip", "translation"
     about: str
 
 
@@ -35,6 +35,9 @@ PRESETS: dict[str, Preset] = {
     "depth": Preset("lllyasviel/control_v11f1p_sd15_depth", "controlnet", "ControlNet 1.1 depth for SD 1.5"),
     "openpose": Preset("lllyasviel/control_v11p_sd15_openpose", "controlnet", "ControlNet 1.1 openpose for SD 1.5"),
     "depth-annotator": Preset("Intel/dpt-hybrid-midas", "annotator", "DPT depth estimator (depth control maps)"),
+    "ms-t2v": Preset("damo-vilab/text-to-video-ms-1.7b", "t2v", "ModelScope text-to-video, 16 frames at 256x256"),
+    "zeroscope": Preset("cerspense/zeroscope_v2_576w", "t2v", "Zeroscope v2 text-to-video, 576x320"),
+    "zeroscope-xl": Preset("cerspense/zeroscope_v2_XL", "t2v", "Zeroscope v2 XL text-to-video (refiner), 1024x576"),
     "clip-l14": Preset("openai/clip-vit-large-patch14", "clip", "CLIP ViT-L/14 (metrics)"),
     "translate-zh": Preset("Helsinki-NLP/opus-mt-zh-en", "translation", "MarianMT Chinese -> English (--translate)"),
     "translate-ko": Preset("Helsinki-NLP/opus-mt-ko-en", "translation", "MarianMT Korean -> English (--translate)"),

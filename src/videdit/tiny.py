@@ -122,11 +122,8 @@ def write_tiny_i2v(out_dir: str | Path, seed: int = 0, overwrite: bool = False) 
     """A random-weight I2VGen-XL of the real classes (I2VGenXLUNet, AutoencoderKL, CLIP text and
     vision encoders, CLIPImageProcessor, DDIM), saved in diffusers layout with ``model_index.json``."""
     from diffusers import DDIMScheduler, I2VGenXLUNet
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig,
-                              CLIPVisionModelWithProjection)
 
     from .i2v import save_i2v
-    from .metrics import image_processor_class
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -137,8 +134,21 @@ def write_tiny_i2v(out_dir: str | Path, seed: int = 0, overwrite: bool = False) 
     with torch.no_grad():  # a gentle output head, as for the tiny SD UNet (see _build)
         unet.conv_out.weight.mul_(0.1)
         unet.conv_out.bias.mul_(0.1)
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(WORDS, out / "tokenizer"))
     dim = unet.config.cross_attention_dim
+    tokenizer, text_encoder, image_encoder, processor = tiny_encoders(out, dim)
+    save_i2v(out, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
+             processor=processor, scheduler=DDIMScheduler(**I2V_SCHEDULER))
+    return out
+
+
+def tiny_encoders(out: Path, dim: int):
+    """(tokenizer written to ``out/tokenizer``, CLIP text encoder, CLIP vision encoder with projection, image
+    processor) of width ``dim``, for the tiny video models."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .metrics import image_processor_class
+
+    tokenizer = CLIPTokenizer.from_pretrained(write_clip_tokenizer(WORDS, out / "tokenizer"))
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=dim,
@@ -147,6 +157,4 @@ def write_tiny_i2v(out_dir: str | Path, seed: int = 0, overwrite: bool = False) 
         hidden_size=dim, intermediate_size=2 * dim, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         patch_size=8, projection_dim=dim))
     processor = image_processor_class()(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    save_i2v(out, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=image_encoder,
-             processor=processor, scheduler=DDIMScheduler(**I2V_SCHEDULER))
-    return out
+    return tokenizer, text_encoder, image_encoder, processor

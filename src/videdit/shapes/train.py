@@ -392,7 +392,7 @@ def diffusion_loop(out: Path, kind: str, modules: dict, trainable: list[str], sa
         unet_in = zt if extra is None else torch.cat([zt, extra], 1)
         pred = modules["unet"](unet_in, t, encoder_hidden_states=hidden).sample
         target = noise if prediction == "epsilon" else v_target(abar, t, z0, noise)
-        per_sample = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        per_sample = F.mse_loss(pred, target, reduction="none").flatten(1).mean(dim=1)  # images and videos
         loss = (min_snr_weight(abar, t, prediction=prediction, terminal=terminal) * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -894,7 +894,7 @@ def train_i2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m videdit.shapes.train", description="Train a ShapesWorld model (CPU or GPU).")
-    ap.add_argument("kind", choices=["vae", "sd", "ip2p", "i2v"])
+    ap.add_argument("kind", choices=["vae", "sd", "ip2p", "i2v", "t2v"])
     ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, log.jsonl, and the result: vae/ or pipeline/ + pipeline-fp16/)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=60.0, help="wall-time budget of this run")
@@ -949,8 +949,10 @@ def main(argv: list[str] | None = None) -> None:
                  "options of i2v")
     if a.checkpoint_minutes <= 0:
         ap.error("--checkpoint-minutes must be positive")
-    if (a.start or a.lr is not None) and a.kind not in ("ip2p", "i2v"):
-        ap.error("--from and --lr are options of ip2p and i2v")
+    if a.start and a.kind not in ("ip2p", "i2v"):
+        ap.error("--from is an option of ip2p and i2v")
+    if a.lr is not None and a.kind not in ("ip2p", "i2v", "t2v"):
+        ap.error("--lr is an option of ip2p, i2v and t2v")
     if a.start and not (a.start / "unet").is_dir():
         ap.error(f"--from {a.start}: no unet/ folder there (expected a pipeline folder of the same kind)")
     frames = tuple(a.frames or [8])
@@ -973,6 +975,13 @@ def main(argv: list[str] | None = None) -> None:
         if not a.vae:
             ap.error("sd needs --vae DIR (the vae/ folder written by the vae run)")
         train_sd(a.out, a.seed, a.minutes, a.steps, a.vae, batch=a.batch or 32, **run)
+    elif a.kind == "t2v":  # shapes-t2v, the base of videdit generate (videdit.generate.train)
+        from videdit.generate.train import train_t2v
+
+        if not a.init:
+            ap.error("t2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
+        train_t2v(a.out, a.seed, a.minutes, a.steps, a.init, batch=a.batch or 4, **run,
+                  **({} if a.lr is None else dict(lr=a.lr)))
     elif a.kind == "i2v":
         if not a.init:
             ap.error("i2v needs --init DIR (the shapes-sd pipeline folder: its VAE and text encoder)")
