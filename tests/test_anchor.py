@@ -218,7 +218,7 @@ def test_denoised_estimate_follows_the_prediction_type(model, prediction):
 def test_sd_model_is_refused(tiny_sd):
     import videdit
 
-    with pytest.raises(UserError, match="Stable Diffusion kind.*--method anchor cannot use: use --method invert"):
+    with pytest.raises(UserError, match="Stable Diffusion kind.*--method anchor takes an instruction editor.*use --method invert"):
         videdit.edit(clip(3), "make it blue", method="anchor", model=str(tiny_sd), size=64, steps=1,
                      progress=False, device="cpu")
 

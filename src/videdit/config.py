@@ -218,7 +218,12 @@ def option_help(f) -> str:
     if "range" not in f.metadata:
         return f.metadata["help"]
     low, high = f.metadata["range"]
-    return f"{f.metadata['help']} [{low} to {high}]"
+    return f"{f.metadata['help']} [{_number(low)} to {_number(high)}]"
+
+
+def _number(x) -> str:
+    """A range bound as a person writes it: 0 and 1, not 0.0 and 1.0; whole ints in full."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def check_range(name: str, value, low, high) -> None:
@@ -227,7 +232,7 @@ def check_range(name: str, value, low, high) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f"{flag} must be a finite number, got {value}")
     if not low <= value <= high:
-        raise UserError(f"{flag} must be in [{low}, {high}], got {value}")
+        raise UserError(f"{flag} must be in [{_number(low)}, {_number(high)}], got {value}")
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:

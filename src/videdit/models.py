@@ -187,7 +187,8 @@ def check_method_fits(method: str, name: str, allow_pickle: bool = False) -> Non
         return
     fits = " or ".join(f"--method {m}" for m in METHODS_BY_FAMILY[family])
     extra = " with --first-frame PATH" if family == "i2v" else ""
-    raise UserError(f"model {name!r} is {FAMILIES[family]}, which --method {method} cannot use: "
+    takes = " or ".join(FAMILIES[f] for f, methods in METHODS_BY_FAMILY.items() if method in methods)
+    raise UserError(f"model {name!r} is {FAMILIES[family]}, and --method {method} takes {takes}: "
                     f"use {fits}{extra}")
 
 

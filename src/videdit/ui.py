@@ -320,8 +320,8 @@ def _demo_example(method: str, steps: int = 20) -> dict:
     clip, target = demo_clip(16)
     # as `videdit demo`: no reconstruction (tick it to see the inversion check; it adds a third to the time)
     settings = dict(method=method, model=MODELS[method], steps=steps, frames=16, size=clip.frames.shape[2], seed=0,
-                    strength=1.0, reconstruction=False, source_prompt=clip.spec.scene.caption, prompt=target.caption,
-                    **method_options(method, steps))
+                    strength=1.0, reconstruction=False, source_prompt=clip.spec.scene.caption, prompt=target.caption)
+    settings.update(method_options(method, steps))  # the checked settings win (grain and invert carry a strength)
     example = dict(frames=clip.frames, settings=settings)
     if method == "anchor":
         settings.update(prompt=DEMO_INSTRUCTION, source_prompt="", strength=0.8)
