@@ -61,7 +61,8 @@ def colour_share(frames: np.ndarray, mask: np.ndarray, colour: str) -> float:
 def edit(model, frames, prompt: str, method: str, steps: int, translator=None, **options):
     import videdit
 
-    return videdit.edit(frames, prompt, method=method, model=model, steps=steps, strength=1.0, size=frames.shape[2],
+    options = {"strength": 1.0, **options}  # from the fully inverted noise, unless the options say otherwise
+    return videdit.edit(frames, prompt, method=method, model=model, steps=steps, size=frames.shape[2],
                         progress=False, no_cache=True, reconstruction=False, translator=translator, **options)
 
 
