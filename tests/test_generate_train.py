@@ -46,3 +46,30 @@ def test_shapes_train_t2v_smoke(tmp_path):
     model = load_t2v(str(tmp_path / "pipeline"), device="cpu")
     assert model.unet.config.cross_attention_dim == model.text_encoder.config.hidden_size
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 2
+
+
+def test_inflated_unet_is_the_image_unet_on_every_frame():
+    """`inflate_unet`: spatial weights carried over, temporal layers the identity until trained. The image UNet's
+    heads (2, 4) at widths (32, 64) are 16 channels wide in both blocks, which the video UNet can split alike."""
+    from diffusers import UNet2DConditionModel
+
+    from videdit.generate.train import TEMPORAL, inflate_unet
+
+    torch.manual_seed(0)
+    image = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                 attention_head_dim=(2, 4)).eval()
+    video = inflate_unet(image).eval()
+    assert any(any(k in n for k in TEMPORAL) for n, _ in video.named_parameters())
+    x, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 5, 16)
+    with torch.no_grad():
+        per_frame = image(x[0].permute(1, 0, 2, 3), 300, text.expand(3, -1, -1)).sample.permute(1, 0, 2, 3)[None]
+        together = video(x, 300, text).sample
+    assert torch.allclose(together, per_frame, atol=1e-5), (together - per_frame).abs().max()
+    with torch.no_grad():  # and time is in it once the temporal layers move
+        for n, p in video.named_parameters():
+            if "temp_attentions" in n and n.endswith("proj_out.weight"):
+                p.normal_(0, 0.1)
+        moved = video(x, 300, text).sample
+    assert (moved - per_frame).abs().max() > 1e-3

@@ -244,12 +244,13 @@ def test_invert_localize_keeps_the_outside(tiny_sd, videos, tmp_path, capsys):
     common = dict(model=model, source_prompt="a fox on snow", steps=2, progress=False, reconstruction=False,
                   no_cache=True, size=64)
     torch.manual_seed(0)
-    local = videdit.edit(frames, "replace the fox with a wolf", localize=True, **common)
+    local = videdit.edit(frames, "replace the fox with a wolf", localize=True, outside_margin=-1, **common)
     plain = videdit.edit(frames, "replace the fox with a wolf", **common)
     found = local.info["found_regions"]["fox"]
     assert 0 < found["area"] < 1
     mask = local.extras["mask_fox"][..., 0] > 127
-    # outside the found region the localized edit is the source through the VAE; the plain edit changes it
+    # latent blending only (--outside-margin -1): outside the found region the localized edit is the source
+    # through the VAE; the plain edit changes it
     from videdit.diffusion import vae_decode, vae_encode
 
     through_vae = vae_decode(model, vae_encode(model, frames))
@@ -257,6 +258,13 @@ def test_invert_localize_keeps_the_outside(tiny_sd, videos, tmp_path, capsys):
     local_err = np.abs(local.edited_working.astype(int) - through_vae)[outside].mean()
     plain_err = np.abs(plain.edited_working.astype(int) - through_vae)[outside].mean()
     assert local_err < plain_err, (local_err, plain_err)
+    # by default the source's own pixels beyond 2 x --outside-margin of the region, the edit inside it
+    import cv2
+
+    pasted = videdit.edit(frames, "replace the fox with a wolf", localize=True, outside_margin=3, **common)
+    far = np.stack([cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) > 6 for m in mask])
+    assert far.any() and np.array_equal(pasted.edited_working[far], frames[far])
+    assert np.array_equal(pasted.edited_working[mask], local.edited_working[mask])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -23,9 +23,6 @@ from torch import nn
 
 from ..errors import UserError
 
-SHAPES_T2V_UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
-                       block_out_channels=(32, 64, 64, 64), norm_num_groups=32, cross_attention_dim=64,
-                       attention_head_dim=8)
 TEMPORAL = ("transformer_in", "temp_attentions", "temp_convs")
 TRAIN_BASE = ("temporal", "spatial", "none")
 
@@ -83,11 +80,59 @@ class VideoFolder:
         return np.stack(clips), captions
 
 
+def inflate_unet(image_unet) -> "UNet3DConditionModel":
+    """A UNet3DConditionModel that starts as ``image_unet`` applied to each frame: the image model's blocks
+    (same widths, depth and heads) with its weights, and temporal layers that start as the identity.
+
+    This is how text-to-video models are built from a text-to-image model (ModelScope T2V, arXiv 2308.06571,
+    section 3; Video LDM, arXiv 2304.08818, section 3.1): the spatial layers keep what the image model knows
+    about single frames, and training only has to add time. Temporal convolutions are zero-initialised by
+    diffusers already; the temporal transformers' output projections are zeroed here, so that each one,
+    being residual, is the identity until trained."""
+    from diffusers import UNet3DConditionModel
+
+    c = image_unet.config
+    kind = {"CrossAttnDownBlock2D": "CrossAttnDownBlock3D", "DownBlock2D": "DownBlock3D",
+            "CrossAttnUpBlock2D": "CrossAttnUpBlock3D", "UpBlock2D": "UpBlock3D"}
+    try:
+        down, up = [kind[b] for b in c.down_block_types], [kind[b] for b in c.up_block_types]
+    except KeyError as e:
+        raise UserError(f"cannot inflate a UNet with a {e.args[0]} block into a video UNet") from None
+    # Both classes read `attention_head_dim` as a number of heads n (diffusers keeps the old name), but
+    # UNet3DConditionModel gives its spatial transformers C / n heads of width n, and its input temporal
+    # transformer takes one number only. One width for every block: the image UNet's first-block head
+    # width, so the first blocks split heads exactly as the image UNet does; deeper blocks get more,
+    # narrower heads than it had (same weights, another split), which training adjusts.
+    heads = c.num_attention_heads or c.attention_head_dim
+    heads = heads[0] if isinstance(heads, (list, tuple)) else heads
+    per_block = c.block_out_channels[0] // heads
+    unet = UNet3DConditionModel(sample_size=c.sample_size, in_channels=c.in_channels, out_channels=c.out_channels,
+                                down_block_types=down, up_block_types=up, block_out_channels=c.block_out_channels,
+                                layers_per_block=c.layers_per_block, norm_num_groups=c.norm_num_groups,
+                                cross_attention_dim=c.cross_attention_dim, attention_head_dim=per_block)
+    # The video UNet's spatial transformers project with linear layers where the image UNet may use 1x1
+    # convolutions: the same map, stored with two trailing unit dimensions.
+    own = unet.state_dict()
+    weights = {k: v.reshape(own[k].shape) if k in own and v.dim() == 4 and own[k].dim() == 2 else v
+               for k, v in image_unet.state_dict().items()}
+    missing, unexpected = unet.load_state_dict(weights, strict=False)
+    spatial_missing = [k for k in missing if not any(part in k for part in TEMPORAL)]
+    if spatial_missing or unexpected:
+        raise UserError(f"the image UNet does not map onto the video UNet: missing {spatial_missing[:3]}, "
+                        f"unexpected {unexpected[:3]}")
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if name.endswith("proj_out") and any(part in name for part in ("transformer_in", "temp_attentions")):
+                module.weight.zero_()
+                module.bias.zero_()
+    return unet
+
+
 def train_t2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir: Path, batch: int = 4,
               frames: int = 16, lr: float = 5e-4, drop_caption: float = 0.1, data: str = "shapes",
               checkpoint_minutes: float = 5.0, device: torch.device = torch.device("cpu")) -> Path:
-    """shapes-t2v: a UNet3DConditionModel on 16-frame clips with their captions; VAE, tokenizer and text
-    encoder of shapes-sd (``init_dir``), frozen. Writes ``OUT/pipeline`` (and ``-fp16``) in the layout
+    """shapes-t2v: a UNet3DConditionModel on 16-frame clips with their captions, inflated from the UNet of
+    shapes-sd (``init_dir``, `inflate_unet`) whose VAE, tokenizer and text encoder it keeps, frozen. Writes ``OUT/pipeline`` (and ``-fp16``) in the layout
     `videdit.generate.t2v.load_t2v` reads."""
     from diffusers import StableDiffusionPipeline, UNet3DConditionModel
 
@@ -97,7 +142,7 @@ def train_t2v(out: Path, seed: int, minutes: float, steps: int | None, init_dir:
     vae, text_encoder = sd.vae.eval().requires_grad_(False), sd.text_encoder.eval().requires_grad_(False)
     tokens = TokenCache(sd.tokenizer)
     torch.manual_seed(seed)
-    unet = UNet3DConditionModel(**{**SHAPES_T2V_UNET, "cross_attention_dim": text_encoder.config.hidden_size})
+    unet = inflate_unet(sd.unet)
     for m in (vae, text_encoder):
         m.to(device)
     scale = vae.config.scaling_factor

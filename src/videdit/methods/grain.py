@@ -41,8 +41,8 @@ from ..control import control_maps, maps_to_tensor
 from ..diffusion import ddim_loop, ddim_sample, encode_text, make_scheduler, predict_noise, vae_decode, vae_encode
 from ..errors import UserError
 from ..inversion import invert_cached, start_index
-from ..masks import (Region, clean_mask, load_mask_source, overlay_masks, parse_region_arg, regions_from_config,
-                     resize_nearest, validate_regions)
+from ..masks import (Region, clean_mask, load_mask_source, overlay_masks, parse_region_arg, paste_outside,
+                     regions_from_config, resize_nearest, validate_regions)
 from ..localize import describe_mask, instruction_region, load_maps, maps_cache_path, region_summary, save_maps
 from ..models import DiffusionModel
 from ..notices import say
@@ -188,7 +188,9 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         if instruction_region(plan) is None:
             raise UserError("--method grain needs at least one region: --region NAME=MASK:PROMPT (or regions: in "
                             "--config), or an instruction naming what to change (\"replace the car with a Porsche\")")
-        regions = [instruction_region(plan)]
+        regions, found_by_instruction = [instruction_region(plan)], True
+    else:
+        found_by_instruction = False
     F_, H, W = frames.shape[:3]
     frame_indices = list(range(F_)) if frame_indices is None else list(frame_indices)
     tokenizer = model.tokenizer
@@ -310,4 +312,7 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
         extras["reconstruction"] = vae_decode(model, recon, opts.vae_chunk)
     if maps is not None:
         extras["control"] = maps
-    return MethodResult(vae_decode(model, edited, opts.vae_chunk), extras, info)
+    out = vae_decode(model, edited, opts.vae_chunk)
+    if found_by_instruction and opts.outside_margin >= 0:  # the edit only where the instruction's words are
+        out = paste_outside(out, frames, union, opts.outside_margin)
+    return MethodResult(out, extras, info)

@@ -96,7 +96,7 @@ def run_localized(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, 
     from ..attention.layout import CrossAttentionRecorder, LayoutState, layout_attention
     from ..inversion import invert
     from ..localize import describe_mask, load_maps, maps_cache_path, region_summary, require_instruction_region, save_maps
-    from ..masks import resize_nearest
+    from ..masks import paste_outside, resize_nearest
     from ..notices import say
     from .grain import attention_factor, mask_frames, masks_from_attention, token_spans
 
@@ -153,4 +153,7 @@ def run_localized(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, 
         extras["reconstruction"] = vae_decode(model, recon, opts.vae_chunk)
     if maps is not None:
         extras["control"] = maps
-    return MethodResult(vae_decode(model, edited, opts.vae_chunk), extras, info)
+    out = vae_decode(model, edited, opts.vae_chunk)
+    if opts.outside_margin >= 0:
+        out = paste_outside(out, frames, mask, opts.outside_margin)
+    return MethodResult(out, extras, info)
