@@ -8,8 +8,8 @@ invert check, with and without plug-and-play injection) shows what localisation 
 (`videdit.shapes.judge.object_colour` under the ground-truth masks) gives the fraction of frames with
 the circle blue and the square still yellow; PSNR is measured outside the region grain found (the
 same pixels for every row) and outside the ground-truth circle. By default the localized edits take the
-source's own pixels beyond `--outside-margin` (4 px, then a 4 px ramp) of the found region; the row with
-``--outside-margin -1`` shows the decoder's pixels (latent blending only). The Chinese instruction
+source's own pixels outside the found region (the edit fading in over `--paste-feather` px inside its
+edge); the row with ``--paste-feather -1`` shows the decoder's pixels (latent blending only). The Chinese instruction
 "把红色圆形变成蓝色" goes through a fixed word-list translator (not a model: ShapesWorld's
 vocabulary is English) and must give the same plan, hence the same edit.
 
@@ -89,7 +89,7 @@ def compare(model="shapes-sd", frames: int = 8, steps: int = 20, source_prompt: 
     clip, circle, square = circle_and_square(frames)
     grain = dict(method_options("grain", steps), source_prompt=source_prompt, auto_threshold=auto_threshold)
     runs = {"grain (found region)": (INSTRUCTION, "grain", grain, None),
-            "grain, --outside-margin -1": (INSTRUCTION, "grain", dict(grain, outside_margin=-1), None),
+            "grain, --paste-feather -1": (INSTRUCTION, "grain", dict(grain, paste_feather=-1), None),
             "grain, Chinese via fixed translator": (CHINESE, "grain", grain, fixed_translator),
             "invert --localize": (INSTRUCTION, "invert", {"localize": True, "source_prompt": source_prompt,
                                                           "auto_threshold": auto_threshold}, None),
@@ -97,7 +97,7 @@ def compare(model="shapes-sd", frames: int = 8, steps: int = 20, source_prompt: 
             f"invert --inject-steps {steps // 2}": (INSTRUCTION, "invert", dict(method_options("invert", steps),
                                                                                 source_prompt=source_prompt), None)}
     if quick:
-        runs = {k: v for k, v in runs.items() if k in ("grain (found region)", "grain, --outside-margin -1",
+        runs = {k: v for k, v in runs.items() if k in ("grain (found region)", "grain, --paste-feather -1",
                                                          "invert (plain)")}
     results, found = {}, None
     for label, (prompt, method, options, translator) in runs.items():

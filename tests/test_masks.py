@@ -356,19 +356,17 @@ def test_no_frames_selected_gives_an_empty_stack(tmp_path):
     assert load_mask_source(path, [], (6, 5)).shape == (0, 5, 6)
 
 
-def test_paste_outside_keeps_the_edit_inside_and_the_source_beyond_the_ramp():
+def test_paste_outside_keeps_the_source_outside_and_fades_the_edit_in_inside_the_edge():
     from videdit.masks import paste_outside
 
     rng = np.random.default_rng(0)
     edited, source = (rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8) for _ in range(2))
     mask = np.zeros((2, 32, 32), bool)
-    mask[:, 10:20, 10:20] = True
-    out = paste_outside(edited, source, mask, margin=2)
-    assert np.array_equal(out[mask], edited[mask])
-    assert np.array_equal(out[:, 10:20, 21], edited[:, 10:20, 21])  # 2 px out: still the edit
-    assert np.array_equal(out[:, :, 25:], source[:, :, 25:])  # beyond 2 + 2 px: the source exactly
-    between = out[:, 10:20, 23].astype(int)  # 4 px out: w = 0 ... ramp between 2 and 4 px
-    assert np.array_equal(between, source[:, 10:20, 23])
-    ramp = out[:, 10:20, 22].astype(float)  # 3 px out: w = 0.5
-    assert np.allclose(ramp, 0.5 * edited[:, 10:20, 22] + 0.5 * source[:, 10:20, 22], atol=0.51)
-    assert np.array_equal(paste_outside(edited, source, mask, margin=0)[~mask], source[~mask])
+    mask[:, 8:24, 8:24] = True
+    out = paste_outside(edited, source, mask, feather=2)
+    assert np.array_equal(out[~mask], source[~mask])  # outside the region: the source exactly
+    assert np.array_equal(out[:, 10:22, 10:22], edited[:, 10:22, 10:22])  # 2 px and more inside: the edit
+    edge = out[:, 12:20, 8].astype(float)  # on the edge, 1 px from outside: w = 1/2
+    assert np.allclose(edge, 0.5 * edited[:, 12:20, 8] + 0.5 * source[:, 12:20, 8], atol=0.51)
+    hard = paste_outside(edited, source, mask, feather=0)
+    assert np.array_equal(hard[mask], edited[mask]) and np.array_equal(hard[~mask], source[~mask])

@@ -236,6 +236,7 @@ def test_invert_localize_keeps_the_outside(tiny_sd, videos, tmp_path, capsys):
     import torch
 
     import videdit
+    import videdit.api
     from videdit.models import load_sd
 
     model = load_sd(str(tiny_sd))
@@ -244,12 +245,12 @@ def test_invert_localize_keeps_the_outside(tiny_sd, videos, tmp_path, capsys):
     common = dict(model=model, source_prompt="a fox on snow", steps=2, progress=False, reconstruction=False,
                   no_cache=True, size=64)
     torch.manual_seed(0)
-    local = videdit.edit(frames, "replace the fox with a wolf", localize=True, outside_margin=-1, **common)
+    local = videdit.edit(frames, "replace the fox with a wolf", localize=True, paste_feather=-1, **common)
     plain = videdit.edit(frames, "replace the fox with a wolf", **common)
     found = local.info["found_regions"]["fox"]
     assert 0 < found["area"] < 1
     mask = local.extras["mask_fox"][..., 0] > 127
-    # latent blending only (--outside-margin -1): outside the found region the localized edit is the source
+    # latent blending only (--paste-feather -1): outside the found region the localized edit is the source
     # through the VAE; the plain edit changes it
     from videdit.diffusion import vae_decode, vae_encode
 
@@ -258,13 +259,13 @@ def test_invert_localize_keeps_the_outside(tiny_sd, videos, tmp_path, capsys):
     local_err = np.abs(local.edited_working.astype(int) - through_vae)[outside].mean()
     plain_err = np.abs(plain.edited_working.astype(int) - through_vae)[outside].mean()
     assert local_err < plain_err, (local_err, plain_err)
-    # by default the source's own pixels beyond 2 x --outside-margin of the region, the edit inside it
+    # by default the source's own pixels outside the found region, the edit from --paste-feather px inside its edge
     import cv2
 
-    pasted = videdit.edit(frames, "replace the fox with a wolf", localize=True, outside_margin=3, **common)
-    far = np.stack([cv2.distanceTransform((~m).astype(np.uint8), cv2.DIST_L2, 5) > 6 for m in mask])
-    assert far.any() and np.array_equal(pasted.edited_working[far], frames[far])
-    assert np.array_equal(pasted.edited_working[mask], local.edited_working[mask])
+    pasted = videdit.edit(frames, "replace the fox with a wolf", localize=True, paste_feather=2, **common)
+    assert np.array_equal(pasted.edited_working[~mask], frames[~mask])
+    deep = np.stack([cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) >= 2 for m in mask])
+    assert deep.any() and np.array_equal(pasted.edited_working[deep], local.edited_working[deep])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -87,10 +87,10 @@ class EditOptions:
                                          "default: by language, translate-zh, translate-ko or translate-ja)")
     localize: bool = _opt(False, "invert: edit only the region the instruction's source word finds in its "
                           "cross-attention during inversion; outside it the source latents are blended back")
-    outside_margin: int = _opt(4, "localized edits (a region found from the instruction: grain without --region, "
-                               "invert --localize): pixels farther than this from the found region are the source's "
-                               "own, with a linear ramp across as many again; -1: the decoder's pixels (latent "
-                               "blending only)", range=(-1, 4096))
+    paste_feather: int = _opt(2, "localized edits (a region found from the instruction: grain without --region, "
+                              "invert --localize): outside the found region the output is the source's own pixels, "
+                              "and the edit fades in over this many pixels inside its edge; -1: the decoder's pixels "
+                              "everywhere (latent blending only)", range=(-1, 4096))
     # --- method "anchor" (instruction editing with anchor-based cross-frame attention)
     anchors: int = _opt(3, "anchor: number of anchor frames, spaced uniformly over the clip", range=(1, 1000))
     chunk: int = _opt(8, "anchor: frames denoised together per UNet batch after the anchors", range=(1, 4096))

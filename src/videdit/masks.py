@@ -328,25 +328,23 @@ def clean_mask(prob_map, threshold: float = 0.3, kernel: int | None = None) -> n
     return np.stack(opened).astype(bool)
 
 
-def paste_outside(edited: np.ndarray, source: np.ndarray, mask: np.ndarray, margin: int) -> np.ndarray:
+def paste_outside(edited: np.ndarray, source: np.ndarray, mask: np.ndarray, feather: int) -> np.ndarray:
     """The edit inside a region, the source's own pixels outside it: (T, H, W, 3) uint8.
 
-    Latent blending keeps the source's latents outside a region, but the VAE decoder's receptive
-    field carries the edit a few pixels out and its reconstruction error everywhere else. With d the
-    distance of a pixel to the region (0 inside), the composite weight of the edit is
-    w = clip(2 - d / margin, 0, 1): 1 up to ``margin`` px outside, a linear ramp over the next
-    ``margin`` px, 0 beyond, where the output is the source exactly.
+    Latent blending keeps the source's latents outside a region, but the VAE decoder's receptive field
+    carries the edit some pixels out, and its reconstruction error is everywhere. The composite
+    x = w * edited + (1 - w) * source takes w = clip(d / feather, 0, 1), with d the distance of a pixel
+    inside the region to its edge (0 outside): the source exactly outside the region, the edit fading
+    in over ``feather`` px inside its edge (``feather`` 0: a hard edge).
     """
     import cv2
 
     out = np.empty_like(edited)
     for i, (e, s, m) in enumerate(zip(edited, source, mask)):
-        if margin <= 0:
-            w = m.astype(np.float32)
-        else:
-            d = cv2.distanceTransform((~m.astype(bool)).astype(np.uint8), cv2.DIST_L2, 5)
-            w = np.clip(2.0 - d / margin, 0.0, 1.0)
-        out[i] = np.round(w[..., None] * e + (1.0 - w[..., None]) * s).astype(np.uint8)
+        inside = m.astype(np.uint8)
+        w = (cv2.distanceTransform(inside, cv2.DIST_L2, 5) / feather).clip(0.0, 1.0) if feather > 0 else inside
+        w = w.astype(np.float32)[..., None]
+        out[i] = np.round(w * e + (1.0 - w) * s).astype(np.uint8)
     return out
 
 

@@ -313,6 +313,6 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     if maps is not None:
         extras["control"] = maps
     out = vae_decode(model, edited, opts.vae_chunk)
-    if found_by_instruction and opts.outside_margin >= 0:  # the edit only where the instruction's words are
-        out = paste_outside(out, frames, union, opts.outside_margin)
+    if found_by_instruction and opts.paste_feather >= 0:  # the edit only where the instruction's words are
+        out = paste_outside(out, frames, union, opts.paste_feather)
     return MethodResult(out, extras, info)

@@ -154,6 +154,6 @@ def run_localized(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, 
     if maps is not None:
         extras["control"] = maps
     out = vae_decode(model, edited, opts.vae_chunk)
-    if opts.outside_margin >= 0:
-        out = paste_outside(out, frames, mask, opts.outside_margin)
+    if opts.paste_feather >= 0:
+        out = paste_outside(out, frames, mask, opts.paste_feather)
     return MethodResult(out, extras, info)
