@@ -230,3 +230,15 @@ def test_painted_layers_and_the_i2v_frame_become_the_cli_inputs(tmp_path, small_
     assert (np.asarray(Image.open(opts.first_frame)) == (0, 0, 255)).all()
     with pytest.raises(ui.UserError, match="method i2v needs an edited first frame"):
         app.prepare(str(small_clip), None, "", None, values, folder)
+
+
+def test_the_page_says_the_translation_and_the_regions_it_found():
+    from videdit.ui import run_notes
+
+    info = {"translation": {"from": "zh", "model": "translate-zh", "texts": {"汽车": "car", "保时捷": "Porsche"},
+                            "source_prompt": "a car", "target_prompt": "a Porsche"},
+            "found_regions": {"car": {"area": 0.18, "frames": "0-15"}}}
+    lines = run_notes(info)
+    assert lines[0].startswith("translated from Chinese with translate-zh: 汽车 -> car; 保时捷 -> Porsche")
+    assert lines[1] == "region 'car': 18% of the frame, frames 0-15"
+    assert run_notes({}) == []

@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -367,6 +368,16 @@ def _zip_folder(files: list[Path], root: Path, target: Path) -> Path:
     return target
 
 
+def run_notes(info: dict) -> list[str]:
+    """What the terminal says about a run's meaning, for the page: the translation used, the regions found."""
+    from .translate import translation_line
+
+    lines = [translation_line(SimpleNamespace(translation=info["translation"]))] if info.get("translation") else []
+    for name, found in (info.get("found_regions") or {}).items():
+        lines.append(f"region {name!r}: {100 * found['area']:.0f}% of the frame, frames {found['frames'] or 'none'}")
+    return lines
+
+
 def eval_rows(evaluation: dict | None) -> list[list[str]]:
     """`--eval`'s metrics as table rows: metric, value, variant or why unavailable."""
     from .evaluate import LABELS, _format_value, _format_variant
@@ -475,8 +486,9 @@ class App:
             run_folder = res.run_folder
             archive = _zip_folder([output, run_folder], folder, folder / f"videdit-{folder.name}.zip")
             shown = {k: (run_folder / f"{k}.mp4") for k in ("source", "edited", "reconstruction")}
-            return dict(status=f"done: {len(res.frames)} frames {res.frames.shape[2]}x{res.frames.shape[1]} in "
-                               f"{res.info.get('total_s', 0):.1f} s (run {res.info.get('run_id')})",
+            done = (f"done: {len(res.frames)} frames {res.frames.shape[2]}x{res.frames.shape[1]} in "
+                    f"{res.info.get('total_s', 0):.1f} s (run {res.info.get('run_id')})")
+            return dict(status="\n\n".join([done, *run_notes(res.info)]),  # Markdown: one paragraph each
                         **{k: (str(p) if p.exists() else None) for k, p in shown.items()},
                         output=str(output), archive=str(archive), eval=eval_rows(res.evaluation),
                         log="\n".join(job.log))
