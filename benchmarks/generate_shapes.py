@@ -18,7 +18,9 @@ offsets and once with r = 0 (the same chunks, hard borders); seams are measured 
 borders (b = 16, 32, ...).
 
     python benchmarks/generate_shapes.py [--model runs/t2v/pipeline] [--frames 240] [--steps 20]
-        [--conditionings cam free none] [--captions 5] [--out DIR] [--no-refine]
+        [--conditionings cam free none] [--captions 5] [--only all|main|held-out] [--held-out-frames N]
+        [--out DIR] [--no-refine]
+    python benchmarks/generate_shapes.py --summary --out DIR     # the table of runs split over processes
 
 Prints one row per (caption, conditioning), the means per conditioning, and the refine comparison.
 """
@@ -75,6 +77,29 @@ def read(frames: np.ndarray, background: str) -> dict:
             "scuts_adaptive": int(metrics.scene_cuts(frames, detector="adaptive").value)}
 
 
+def summarize(rows: list[dict]) -> None:
+    """Means per conditioning over the captions, and each caption's comparison with independent chunks."""
+    made = [r for r in rows if "conditioning" in r]
+    print("\nmeans over captions (identity, background: share of frames; seams: border / elsewhere)")
+    for cond in dict.fromkeys(r["conditioning"] for r in made):
+        mine = [r for r in made if r["conditioning"] == cond]
+        print(f"  {cond:5s} captions {len(mine)}, identity {np.mean([r['identity'] for r in mine]):.3f} "
+              f"(min {min(r['identity'] for r in mine):.3f}), background {np.mean([r['background'] for r in mine]):.3f} "
+              f"(min {min(r['background'] for r in mine):.3f}), seams {np.mean([r['seams'] for r in mine]):.2f}, "
+              f"SCuts {sum(r['scuts'] for r in mine)}, adaptive {sum(r['scuts_adaptive'] for r in mine)}")
+    base = {r["caption"]: r for r in made if r["conditioning"] == "none"}
+    for cond in ("cam", "free"):
+        pairs = [(r, base[r["caption"]]) for r in made if r["conditioning"] == cond and r["caption"] in base]
+        if pairs:
+            print(f"  {cond} vs none (same seed): identity higher in {sum(r['identity'] > b['identity'] for r, b in pairs)}"
+                  f" of {len(pairs)}, seams lower in {sum(r['seams'] < b['seams'] for r, b in pairs)} of {len(pairs)}")
+    refined = [r for r in rows if "refine" in r]
+    if refined:
+        lower = sum(r["refine"]["random"] < r["refine"]["none"] for r in refined)
+        print(f"  randomized blending: seam ratio {np.mean([r['refine']['random'] for r in refined]):.3f} against "
+              f"{np.mean([r['refine']['none'] for r in refined]):.3f} with r = 0; lower in {lower} of {len(refined)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="runs/t2v/pipeline", help="shapes-t2v folder (with streaming/ for cam)")
@@ -82,7 +107,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--captions", type=int, default=5)
+    ap.add_argument("--captions", type=int, default=5, help="the main caption and N - 1 held-out ones")
+    ap.add_argument("--only", choices=["all", "main", "held-out"], default="all", help="which captions this run makes")
+    ap.add_argument("--held-out-frames", type=int, help="frames of the held-out captions (default: --frames)")
+    ap.add_argument("--summary", action="store_true", help="print the table of every row in OUT/rows.jsonl and stop "
+                    "(runs split over processes append their rows there)")
     ap.add_argument("--conditionings", nargs="+", default=["cam", "free", "none"], choices=["cam", "free", "none"])
     ap.add_argument("--refine-strength", type=float, default=0.6)
     ap.add_argument("--no-refine", action="store_true")
@@ -90,6 +119,10 @@ def main() -> None:
     ap.add_argument("--out", default="runs/generate_shapes")
     a = ap.parse_args()
 
+    out = Path(a.out)
+    if a.summary:
+        summarize([json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()])
+        return
     import torch
 
     from videdit.generate.options import GenerateOptions
@@ -100,43 +133,42 @@ def main() -> None:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_t2v(a.model, device="cpu", dtype="fp32")
     chunk, overlap = 16, 8
-    borders = list(range(chunk, a.frames, chunk - overlap))
     rows = []
+    chosen = captions(a.captions)
+    chosen = chosen[:1] if a.only == "main" else chosen[1:] if a.only == "held-out" else chosen
     print(f"# {a.model}, {a.frames} frames at 64x64, DDIM {a.steps} steps eta 1, guidance {a.guidance}, seed {a.seed}")
     print(f"{'caption':44s} {'cond':5s} {'frame 0':16s} {'identity':>8s} {'bg':>5s} {'seams':>6s} "
           f"{'SCuts':>5s} {'adapt':>5s} {'s':>5s}")
-    for caption in captions(a.captions):
+    for caption in chosen:
+        frames_n = a.frames if caption == MAIN_CAPTION else (a.held_out_frames or a.frames)
+        borders = list(range(chunk, frames_n, chunk - overlap))
         for cond in a.conditionings:
             path = out / f"{caption.replace(' ', '-')}-{cond}.mp4"
             started = time.monotonic()
-            opts = GenerateOptions(prompt=caption, model=a.model, frames=a.frames, conditioning=cond,
+            opts = GenerateOptions(prompt=caption, model=a.model, frames=frames_n, conditioning=cond,
                                    steps=a.steps, guidance=a.guidance, seed=a.seed, size="64", progress=False,
                                    overwrite=True)
             generate(opts, path, model=model)
             frames = read_clip(path).frames
-            row = {"caption": caption, "conditioning": cond, **read(frames, background_of(caption)),
-                   "seams": seam_ratio(frames, borders), "seconds": round(time.monotonic() - started)}
+            row = {"caption": caption, "conditioning": cond, "frames": frames_n, **read(frames, background_of(caption)),
+                   "seams": seam_ratio(frames, borders), "seconds": round(time.monotonic() - started),
+                   "steps": a.steps, "model": a.model}
             rows.append(row)
+            with open(out / "rows.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
             print(f"{caption:44s} {cond:5s} {row['frame0']:16s} {row['identity']:8.3f} {row['background']:5.2f} "
                   f"{row['seams']:6.2f} {row['scuts']:5d} {row['scuts_adaptive']:5d} {row['seconds']:5d}", flush=True)
-    print("\nmeans over captions")
-    for cond in a.conditionings:
-        mine = [r for r in rows if r["conditioning"] == cond]
-        print(f"  {cond:5s} identity {np.mean([r['identity'] for r in mine]):.3f} "
-              f"(min {min(r['identity'] for r in mine):.3f}), background {np.mean([r['background'] for r in mine]):.3f}, "
-              f"seams {np.mean([r['seams'] for r in mine]):.2f}, SCuts {sum(r['scuts'] for r in mine)}, "
-              f"adaptive {sum(r['scuts_adaptive'] for r in mine)}")
+    summarize(rows)
     refined = []
     if not a.no_refine and "none" in a.conditionings:
         c, o = 24, 8
-        refine_borders = list(range(c - o, a.frames, c - o))
+        refine_borders = list(range(c - o, max(a.frames, a.held_out_frames or 0), c - o))
         print(f"\nrandomized blending: refine each 'none' video, strength {a.refine_strength}, C {c}, O {o}; "
               f"seams at the refiner's chunk borders")
-        for caption in captions(a.captions):
+        for caption in chosen:
             source = read_clip(out / f"{caption.replace(' ', '-')}-none.mp4").frames
             ratios = {}
             for blend in ("random", "none"):
@@ -147,6 +179,8 @@ def main() -> None:
                 refine_frames(iter(source), len(source), opts, path, model=model)
                 ratios[blend] = seam_ratio(read_clip(path).frames, refine_borders)
             refined.append({"caption": caption, **ratios})
+            with open(out / "rows.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"caption": caption, "refine": ratios, "strength": a.refine_strength}) + "\n")
             print(f"  {caption:44s} random {ratios['random']:.3f}  r = 0 {ratios['none']:.3f}", flush=True)
         print(f"  mean: random {np.mean([r['random'] for r in refined]):.3f}, "
               f"r = 0 {np.mean([r['none'] for r in refined]):.3f}")
