@@ -109,6 +109,47 @@ def test_a_text_encoder_that_reads_the_language_gets_it_as_written(tmp_path, cli
     assert (translated.source_prompt, translated.target_prompt) == ("a dog", "a cat")
 
 
+def test_a_pipeline_with_a_chinese_text_encoder_loads_and_edits_untranslated(tiny_sd, videos, tmp_path, capsys):
+    """A Stable Diffusion pipeline whose model_index names a BERT text encoder and tokenizer (as the Taiyi
+    Chinese models do) loads with them, and a Chinese instruction reaches its encoder as written."""
+    import json
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    import videdit
+    import videdit.api
+    from videdit.diffusion import encode_text
+    from videdit.models import load_sd
+
+    root = tmp_path / "zh-sd"
+    shutil.copytree(tiny_sd, root)
+    for sub in ("text_encoder", "tokenizer"):
+        shutil.rmtree(root / sub)
+    chars = "的人车猫狗花山水红蓝大小天海树草鸟马鱼汽视频将中替换为保时捷把成雪狐狸狼"
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(chars)) + "\n", encoding="utf-8")
+    BertTokenizer(str(vocab)).save_pretrained(root / "tokenizer")  # states no model_max_length of its own
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=5 + len(chars), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=40)).save_pretrained(root / "text_encoder")
+    index = json.loads((root / "model_index.json").read_text())
+    index.update(text_encoder=["transformers", "BertModel"], tokenizer=["transformers", "BertTokenizer"])
+    (root / "model_index.json").write_text(json.dumps(index))
+
+    model = load_sd(str(root))
+    assert type(model.text_encoder).__name__ == "BertModel"
+    ids = model.tokenizer(["把狐狸换成狼"]).input_ids[0]
+    assert model.tokenizer.unk_token_id not in ids  # the encoder reads every character
+    assert encode_text(model, ["狐", "狼"]).shape == (2, 40, 32)  # padded to the encoder's positions
+    frames = videdit.api.load_input(str(videos / "fox.mp4"), videdit.config.make_options({"prompt": "x", "frames": 2})[0]).frames
+    res = videdit.edit(videdit.video.resize_frames(frames, (64, 64)), "把狐狸换成狼", model=model, steps=2, size=64,
+                       progress=False, reconstruction=False, no_cache=True)
+    assert "translation" not in res.info and res.info["target_prompt"] == "狼"
+    assert "translated" not in capsys.readouterr().err
+
+
 def test_translate_off_keeps_the_prompt_and_warns(clip_tokenizer, caplog):
     opts = _Opts()
     opts.translate = "off"

@@ -18,8 +18,10 @@ NoiseFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 @torch.no_grad()
 def encode_text(model: DiffusionModel, prompts: list[str]) -> torch.Tensor:
-    """CLIP text embeddings (len(prompts), max_length, dim), padded as Stable Diffusion pads."""
-    tok = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+    """Text embeddings (len(prompts), max_length, dim), padded as Stable Diffusion pads: to the tokenizer's
+    length (CLIP: 77), at most the encoder's positions (a BERT tokenizer may state no length of its own)."""
+    positions = getattr(model.text_encoder.config, "max_position_embeddings", None) or model.tokenizer.model_max_length
+    tok = model.tokenizer(prompts, padding="max_length", max_length=min(model.tokenizer.model_max_length, positions),
                           truncation=True, return_tensors="pt")
     device = next(model.text_encoder.parameters()).device
     return model.text_encoder(tok.input_ids.to(device))[0].to(model.device, model.dtype)

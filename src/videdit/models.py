@@ -8,6 +8,7 @@ unpickling a ``.bin``/``.ckpt``/``.pth`` file runs code.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,12 +262,35 @@ class DiffusionModel:
         return "|".join(parts)
 
 
+# Text encoders a Stable Diffusion pipeline may name in model_index.json: CLIP (SD 1.x), or BERT in the pipelines
+# trained on Chinese captions (the Taiyi models), whose tokenizer reads Chinese so prompts need no translation.
+TEXT_ENCODERS = ("CLIPTextModel", "BertModel")
+TOKENIZERS = ("CLIPTokenizer", "CLIPTokenizerFast", "BertTokenizer", "BertTokenizerFast")
+
+
+def text_classes(root: Path) -> tuple[type, type]:
+    """The transformers classes of ``root``'s text encoder and tokenizer, as its model_index.json names them
+    (CLIP when it names none); a class outside TEXT_ENCODERS / TOKENIZERS is one line."""
+    import transformers
+
+    index = root / "model_index.json"
+    named = json.loads(index.read_text(encoding="utf-8")) if index.is_file() else {}
+    chosen = []
+    for part, default, allowed in (("text_encoder", "CLIPTextModel", TEXT_ENCODERS),
+                                   ("tokenizer", "CLIPTokenizer", TOKENIZERS)):
+        entry = named.get(part)
+        name = entry[1] if isinstance(entry, list) and len(entry) == 2 and entry[0] == "transformers" else default
+        if name not in allowed:
+            raise UserError(f"{root}: {part} class {name!r} is not one videdit loads ({', '.join(allowed)})")
+        chosen.append(getattr(transformers, name))
+    return chosen[0], chosen[1]
+
+
 def load_sd(name: str, device: str | None = None, dtype: str | None = None, allow_pickle: bool = False,
             control: str | None = None, control_model: str | None = None, cpu_offload: bool = False,
             vae_tiling: bool = False) -> DiffusionModel:
     """Load the UNet, VAE, text encoder, tokenizer and scheduler config of ``name`` (and a ControlNet)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     root = resolve(name, allow_pickle=allow_pickle)
     for sub in SD_COMPONENTS:
@@ -277,8 +301,9 @@ def load_sd(name: str, device: str | None = None, dtype: str | None = None, allo
     try:
         unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet", torch_dtype=dt, use_safetensors=safe or None)
         vae = AutoencoderKL.from_pretrained(root, subfolder="vae", torch_dtype=dt, use_safetensors=safe or None)
-        text_encoder = CLIPTextModel.from_pretrained(root / "text_encoder", torch_dtype=dt, use_safetensors=safe or None)
-        tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer")
+        encoder_class, tokenizer_class = text_classes(root)
+        text_encoder = encoder_class.from_pretrained(root / "text_encoder", torch_dtype=dt, use_safetensors=safe or None)
+        tokenizer = tokenizer_class.from_pretrained(root / "tokenizer")
         scheduler_config = dict(DDIMScheduler.load_config(root, subfolder="scheduler"))
     except (OSError, ValueError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
