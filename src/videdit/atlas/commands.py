@@ -45,7 +45,7 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-def layers_for_clip(frames: np.ndarray, fps: float, frame_indices: list[int], masks: list[str] | None,
+def layers_for_clip(frames: np.ndarray, fps: float, frame_indices: list[int], masks: list | None,
                     backend: str = "mosaic", checkpoint: str | None = None, allow_pickle: bool = False,
                     settings: MosaicSettings | None = None, use_cache: bool = True):
     """Layers of working-size ``frames`` by ``backend``; the one place the CLI and method atlas build them."""
