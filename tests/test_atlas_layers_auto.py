@@ -171,3 +171,19 @@ def test_auto_mask_needs_the_word_in_the_source_prompt(tiny_sd, videos, tmp_path
     assert len(lines) == 2
     assert "'wolf' is not part of the prompt 'a fox in the snow'" in lines[0]
     assert "need --source-prompt naming 'wolf'" in lines[1]
+
+
+def test_atlas_command_finds_auto_masks_with_a_model(tiny_sd, videos, tmp_path, capsys):
+    out = tmp_path / "layers"
+    base = ("atlas", videos / "fox.mp4", "--size", 64, "--frames", 4, "--model", tiny_sd, "--no-cache")
+    assert cli(*base, "--atlas-mask", "auto:fox", "-o", out) == 2  # no source prompt naming fox
+    assert not out.exists()
+    assert "need --source-prompt naming 'fox'" in capsys.readouterr().err
+    assert cli(*base, "--atlas-mask", "auto:fox", "--source-prompt", "a fox in the snow", "-o", out) == 0
+    assert "region 'fox': " in capsys.readouterr().err
+    from videdit.video import read_clip
+
+    found = read_clip(out / "mask_fox.mp4").frames[..., 0] > 127
+    layers = load_layers(out)
+    assert found.any() and len(layers.foregrounds) == 1
+    assert ((layers.foregrounds[0].alpha > 0.5) == found).mean() > 0.9

@@ -398,7 +398,7 @@ def edit_keyframes(model: DiffusionModel, frames: np.ndarray, layers: Layers, ke
 # ---------------------------------------------------------------------------------------
 # The method
 
-def find_auto_masks(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: EditPlan,
+def find_auto_masks(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, source_prompt: str,
                     frame_indices: list[int]) -> dict[str, np.ndarray]:
     """name -> (T, H, W) bool of each ``--atlas-mask auto:WORD``: WORD's cross-attention during a short
     inversion of the clip under the source prompt (`videdit.localize.word_masks`), said on the terminal."""
@@ -408,7 +408,7 @@ def find_auto_masks(model: DiffusionModel, frames: np.ndarray, opts: EditOptions
     words = auto_mask_words(opts)
     if not words:
         return {}
-    found = word_masks(model, frames, plan.source_prompt, words, min(opts.steps, AUTO_MASK_STEPS), opts.auto_threshold,
+    found = word_masks(model, frames, source_prompt, words, min(opts.steps, AUTO_MASK_STEPS), opts.auto_threshold,
                        opts.frame_attention, opts.attention_chunk, not opts.no_cache, opts.progress, "--atlas-mask auto:")
     for name, mask in found.items():
         say(describe_mask(name, mask, frame_indices))
@@ -426,7 +426,7 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     if keys and max(keys) >= T:
         raise UserError(f"keyframe {max(keys)} is outside the clip (frames 0 to {T - 1})")
     t0 = time.perf_counter()
-    found = find_auto_masks(model, frames, opts, plan, frame_indices)
+    found = find_auto_masks(model, frames, opts, plan.source_prompt, frame_indices)
     info: dict = {"found_regions": {n: region_summary(m, frame_indices) for n, m in found.items()}} if found else {}
     if found:
         info["auto_masks_s"] = time.perf_counter() - t0
