@@ -83,7 +83,8 @@ def test_option_checks():
     for bad, says in ((dict(atlas_mask=["auto:car", "auto:car"]), "given twice"),
                       (dict(atlas_mask="auto:"), "needs a word"),
                       (dict(atlas_mask="nowhere/masks"), "does not exist"),
-                      (dict(fg_prompt=["a", "b"]), "2 --fg-prompt given for 1")):
+                      (dict(fg_prompt=["a", "b"]), "2 --fg-prompt given for 1"),
+                      (dict(atlas_mask="auto:car", atlas_backend="nla", atlas_checkpoint="x"), "mosaic backend")):
         with pytest.raises(UserError, match=says):
             opts(**bad)
 

@@ -117,7 +117,7 @@ class EditOptions:
                              "outside the union of region masks (1: no blending)", range=(0.0, 1.0))
     inject_steps: int = _opt(0, "invert, grain: inject the source's residual features and self-attention "
                              "queries/keys in the first N editing steps (plug-and-play)", range=(0, 1000))
-    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention",
+    auto_threshold: float = _opt(0.3, "grain, atlas: threshold of automatic masks (auto:WORD) on normalised attention",
                                  range=(0.0, 1.0))
     save_attention: bool = _opt(False, "grain: write each region's cross-attention maps into the run folder")
 

@@ -29,8 +29,8 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="auto:WORD masks: the diffusion model whose cross-attention finds WORD "
                                         "(default: sd15)")
     parser.add_argument("--source-prompt", default="", help="auto:WORD masks: a description of the clip naming WORD")
-    parser.add_argument("--auto-threshold", type=float, help="auto:WORD masks: threshold on the normalised "
-                                                             "attention (default: as videdit edit)")
+    parser.add_argument("--auto-threshold", type=float, help="auto:WORD masks: threshold on the normalised attention "
+                                                             "(default: videdit edit's --auto-threshold)")
     parser.add_argument("--device", help="auto:WORD masks: cuda, mps or cpu (default: the best available)")
     parser.add_argument("--atlas-backend", default="mosaic", choices=BACKENDS,
                         help="mosaic (built here, no training) or nla (a Neural Layered Atlas checkpoint)")
@@ -162,4 +162,5 @@ def run_atlas_command(args) -> str:
         raise UserError(f"unexpected argument {args.folder!r}: use 'videdit atlas CLIP -o DIR' or "
                         "'videdit atlas render DIR -o out.mp4'")
     out = make_atlas(args)
-    return f"wrote {out}/ (atlas_bg.png, atlas_fg.png, atlas_fg_alpha.png, atlas_reconstruction.mp4, maps.npz; mask_WORD.mp4 for auto:WORD)"
+    return (f"wrote {out}/ (atlas_bg.png, atlas_fg.png, atlas_fg_alpha.png, atlas_reconstruction.mp4, maps.npz; "
+            "mask_WORD.mp4 for auto:WORD)")

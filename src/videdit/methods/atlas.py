@@ -100,6 +100,8 @@ def validate_options(opts: EditOptions) -> None:
         if not (opts.bg_prompt or "").strip():
             raise UserError("--bg-editor needs --bg-prompt: the instruction for the background atlas")
     auto_mask_words(opts)  # each auto:WORD names a word, and no word twice
+    if opts.atlas_backend == "nla" and mask_sources(opts):
+        raise UserError("--atlas-mask is for the mosaic backend: an NLA checkpoint brings its own alpha")
     layers = max(len(mask_sources(opts)), 1)  # without masks: one layer, from motion
     if len(fg_prompts(opts)) > layers:
         raise UserError(f"{len(fg_prompts(opts))} --fg-prompt given for {layers} foreground layer(s) (one per --atlas-mask)")
