@@ -15,9 +15,9 @@ Editing", ICCV 2023, sec. 3-4), with layers that need no per-video training (`vi
    ``--bg-prompt``: the background is kept.
 3. Foreground keyframes (``--keyframes 20,40,60``, or ``auto``: greedily, the frames that together
    cover the layer's atlas), for each foreground layer in turn: each keyframe is cropped around the
-   layer's mask (+ ``--fg-margin``) and edited under the layer's ``--fg-prompt`` (default: ``--prompt``,
-   StableVideo's one foreground prompt, for every layer). The first starts from noise (``--strength`` 1) or from the crop noised
-   to ``--strength``; each next one starts from the edits so far carried through the atlas to its
+   layer's mask (+ ``--fg-margin``) and edited under the layer's ``--fg-prompt`` (default:
+   ``--prompt``, StableVideo's one foreground prompt, for every layer). The first starts from noise
+   (``--strength`` 1) or from the crop noised to ``--strength``; each next one starts from the edits so far carried through the atlas to its
    own uv, noised to ``--propagation-strength`` (0.8), and is denoised with its own image (the
    instruction editor's image condition, or ControlNet maps of its source crop). ``--keyframes none``
    keeps the foreground (a background-only edit).
@@ -104,7 +104,8 @@ def validate_options(opts: EditOptions) -> None:
         raise UserError("--atlas-mask is for the mosaic backend: an NLA checkpoint brings its own alpha")
     layers = max(len(mask_sources(opts)), 1)  # without masks: one layer, from motion
     if len(fg_prompts(opts)) > layers:
-        raise UserError(f"{len(fg_prompts(opts))} --fg-prompt given for {layers} foreground layer(s) (one per --atlas-mask)")
+        raise UserError(f"{len(fg_prompts(opts))} --fg-prompt given for {layers} foreground layer(s) "
+                        "(one per --atlas-mask)")
     for source in mask_sources(opts):
         if not source.startswith(AUTO_PREFIX) and not Path(source).exists():
             raise UserError(f"mask {source} does not exist")
