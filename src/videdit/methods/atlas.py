@@ -17,9 +17,10 @@ Editing", ICCV 2023, sec. 3-4), with layers that need no per-video training (`vi
    cover the layer's atlas), for each foreground layer in turn: each keyframe is cropped around the
    layer's mask (+ ``--fg-margin``) and edited under the layer's ``--fg-prompt`` (default:
    ``--prompt``, StableVideo's one foreground prompt, for every layer). The first starts from noise
-   (``--strength`` 1) or from the crop noised to ``--strength``; each next one starts from the edits so far carried through the atlas to its
-   own uv, noised to ``--propagation-strength`` (0.8), and is denoised with its own image (the
-   instruction editor's image condition, or ControlNet maps of its source crop). ``--keyframes none``
+   (``--strength`` 1) or from the crop noised to ``--strength``; each next one starts from the edits
+   so far carried through the atlas to its own uv, noised to ``--propagation-strength`` (0.8), and is
+   denoised with its own image (the instruction editor's image condition, or ControlNet maps of its
+   source crop). ``--keyframes none``
    keeps the foreground (a background-only edit).
 4. Aggregation: each edited keyframe is splatted into the foreground atlas with bilinear weights;
    the edited atlas is the weighted mean of the keyframes at each texel; a texel no keyframe saw
