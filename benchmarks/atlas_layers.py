@@ -11,6 +11,7 @@ over whole frames and seconds per frame to build them on this machine.
 
     python benchmarks/atlas_layers.py --shapes 10
     python benchmarks/atlas_layers.py --real
+    python benchmarks/atlas_layers.py --real --videos woman-running.mp4 --segments 3
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def run_shapes(n: int, frames: int, size: int) -> None:
           f"clips with both >= 30 dB: {int(((a >= 30).all(1)).sum())} of {n}")
 
 
-def run_real(names: list[str], size: int, frames: int | None) -> None:
+def run_real(names: list[str], size: int, frames: int | None, segments: int = 1) -> None:
     from videdit.video import read_clip, resize_frames, working_size
 
     print(f"real footage at {size} px, alpha from motion")
@@ -105,6 +106,10 @@ def run_real(names: list[str], size: int, frames: int | None) -> None:
         wa, ha = layers.background.atlas_size
         print(f"{name:22} {len(source):>6} {work[0]:>4}x{work[1]:<4} {psnr(out, source):>5.1f}dB {seconds:>8.3f} "
               f"{share:>8.2f} {wa:>4}x{ha:<5}")
+        if segments > 1:  # where in the clip the reconstruction degrades
+            parts = np.array_split(np.arange(len(source)), segments)
+            print("    by part of the clip: " + ", ".join(f"frames {p[0]}-{p[-1]} {psnr(out[p], source[p]):.1f} dB"
+                                                   for p in parts))
 
 
 def main() -> None:
@@ -115,12 +120,14 @@ def main() -> None:
     parser.add_argument("--real", action="store_true", help="the sample videos at 512 px")
     parser.add_argument("--videos", nargs="+", default=["trucks-race.mp4", "wolf.mp4", "woman-running.mp4"])
     parser.add_argument("--real-frames", type=int, default=None, help="first N frames of each video (default all)")
+    parser.add_argument("--segments", type=int, default=1, help="also the reconstruction PSNR over this many equal "
+                                                                "parts of each clip")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     if args.shapes:
         run_shapes(args.shapes, args.frames, args.size)
     if args.real:
-        run_real(args.videos, 512, args.real_frames)
+        run_real(args.videos, 512, args.real_frames, args.segments)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Acceptance of ``--method atlas`` on ShapesWorld with the shipped models, and its cost by clip length.
 
     python benchmarks/atlas_shapes.py [--frames 48] [--cost 24 240]
+    python benchmarks/atlas_shapes.py --layers [--frames 8]
 
 A red circle moves over grass while the camera pans (64 px, the models' size), masks from the renderer:
 - object edit "make the circle blue" (shapes-ip2p edits the keyframes): the share of frames the
@@ -13,6 +14,12 @@ A red circle moves over grass while the camera pans (64 px, the models' size), m
 - cost: the same edit with the same two keyframes on clips of --cost lengths (the same scene, the
   motion slowed to cross the same distance): seconds of editing with the layers built before (what
   goes through the model) and seconds including building the layers, and their ratios to the shortest.
+
+``--layers``: a red circle and a yellow square on sand (benchmarks/localize_shapes.py's clip). The alpha
+``auto:circle`` finds (cross-attention of "circle" in "a red circle and a yellow square on sand" during
+the 10-step inversion, threshold 0.5) against the true circle, by shapes-ip2p and by shapes-sd; then two
+foreground layers (auto:circle, the square's true masks) recoloured differently by shapes-ip2p: one
+compound instruction for both, against one --fg-prompt per layer.
 """
 
 from __future__ import annotations
@@ -129,6 +136,37 @@ def cost(lengths: list[int], root: Path) -> None:
               f"{(edit_s + build_s) / base[1]:>6.2f}", flush=True)
 
 
+def two_layers(frames: int, root: Path) -> None:
+    import videdit
+    from localize_shapes import SOURCE_PROMPT, circle_and_square
+
+    video, circle, square = circle_and_square(frames)
+    c, q = circle.astype(bool), square.astype(bool)
+    common = dict(ATLAS, source_prompt=SOURCE_PROMPT, auto_threshold=0.5, keyframes=f"0,{frames - 1}", no_cache=True)
+    print(f"auto:circle on a red circle and a yellow square, {frames} frames; threshold 0.5")
+    print(f"{'model':12s} {'IoU with circle':>16s} {'circle covered':>15s} {'square covered':>15s} {'s':>6s}")
+    for model in ("shapes-ip2p", "shapes-sd"):
+        t0 = time.perf_counter()
+        res = videdit.edit(video, INSTRUCTION, atlas_mask="auto:circle", **dict(common, model=model, keyframes="none"))
+        m = res.extras["mask_circle"][..., 0] > 127
+        print(f"{model:12s} {(m & c).sum() / (m | c).sum():>16.2f} {(m & c).sum() / c.sum():>15.2f} "
+              f"{(m & q).sum() / q.sum():>15.2f} {time.perf_counter() - t0:>6.1f}", flush=True)
+    folder = root / "square"
+    folder.mkdir()
+    for t, m in enumerate(square):
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / f"{t:05d}.png")
+    print("two layers (auto:circle, the square's masks), shapes-ip2p: share of frames with the circle blue, the square green")
+    compound = "make the circle blue and the square green"
+    for label, extra in ((f"one instruction {compound!r}", dict(prompt=compound)),
+                         ("--fg-prompt 'make the circle blue' --fg-prompt 'make the square green'",
+                          dict(prompt=INSTRUCTION, fg_prompt=["make the circle blue", "make the square green"]))):
+        t0 = time.perf_counter()
+        res = videdit.edit(video, atlas_mask=["auto:circle", str(folder)], **common, **extra)
+        blue = np.mean([oracle.object_colour(f, m) == "blue" for f, m in zip(res.frames, circle)])
+        green = np.mean([oracle.object_colour(f, m) == "green" for f, m in zip(res.frames, square)])
+        print(f"  {label}: circle blue {blue:.2f}, square green {green:.2f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=48)
@@ -136,6 +174,7 @@ def main() -> None:
     ap.add_argument("--cost", type=int, nargs="*", default=[24, 240])
     ap.add_argument("--skip-edits", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--layers", action="store_true", help="only the auto:WORD alpha and two-layer check")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from diffusers.utils import logging as dlog
@@ -144,6 +183,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         os.environ["VIDEDIT_CACHE_DIR"] = str(root / "cache")
+        if args.layers:
+            two_layers(args.frames, root)
+            return
         if not args.skip_edits:
             clip = panning_circle(args.frames)
             (root / "masks").mkdir()

@@ -35,6 +35,7 @@ class EditResult:
     edited_working: np.ndarray         # the edited frames at the working size
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # name -> write(path): other files for the run folder
     options: EditOptions | None = None
     output: Path | None = None
     run_folder: Path | None = None
@@ -179,7 +180,7 @@ def run_edit(video, opts: EditOptions, output=None, model=None, extra: dict | No
         log.info("done in %.1f s: %s", info["total_s"], {k: (round(v, 3) if isinstance(v, float) else v)
                                                        for k, v in result.info.items()})
         res = EditResult(frames=frames, fps=clip.fps, source=source, edited_working=result.frames,
-                         extras=result.extras, info=info, options=opts)
+                         extras=result.extras, info=info, files=result.files, options=opts)
         if opts.eval and main:
             res.evaluation = _evaluate(res, plan, opts)
         if out_path is not None and main:
@@ -268,6 +269,8 @@ def _write_run_folder(res: EditResult, out_path: Path, opts: EditOptions, handle
             from PIL import Image
 
             Image.fromarray(clip).save(tmp_run / f"{name}.png")
+    for name, write in res.files.items():  # e.g. method atlas's layers, maps.npz
+        write(tmp_run / name)
     sbs = side_by_side(res.source, res.edited_working)
     write_video(tmp_run / "side_by_side.mp4", sbs, res.fps)
     write_video(tmp_run / "side_by_side.gif", sbs, res.fps)

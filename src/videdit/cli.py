@@ -72,7 +72,8 @@ def add_option_flags(parser: argparse.ArgumentParser, option_fields, true_by_def
             parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float}.get(f.type.split("|")[0].strip(), str)
-            parser.add_argument(flag, dest=f.name, type=kind, choices=f.metadata.get("choices"), help=help_text)
+            parser.add_argument(flag, dest=f.name, type=kind, choices=f.metadata.get("choices"), help=help_text,
+                                action="append" if f.metadata.get("repeat") else "store")
 
 
 def build_parser() -> argparse.ArgumentParser:

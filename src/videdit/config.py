@@ -117,7 +117,7 @@ class EditOptions:
                              "outside the union of region masks (1: no blending)", range=(0.0, 1.0))
     inject_steps: int = _opt(0, "invert, grain: inject the source's residual features and self-attention "
                              "queries/keys in the first N editing steps (plug-and-play)", range=(0, 1000))
-    auto_threshold: float = _opt(0.3, "grain: threshold of automatic masks (auto:WORD) on normalised attention",
+    auto_threshold: float = _opt(0.3, "grain, atlas: threshold of automatic masks (auto:WORD) on normalised attention",
                                  range=(0.0, 1.0))
     save_attention: bool = _opt(False, "grain: write each region's cross-attention maps into the run folder")
 
@@ -150,8 +150,10 @@ class EditOptions:
                               "Layered Atlas checkpoint (nla)", choices=("mosaic", "nla"))
     atlas_checkpoint: str | None = _opt(None, "atlas, nla: folder with 'checkpoint' (pickle: needs --allow-pickle) "
                                         "and 'config.json'")
-    atlas_mask: str | None = _opt(None, "atlas: foreground masks (a folder of per-frame images numbered by frame, a "
-                                  "video, or one image); default: what moves against the background")
+    atlas_mask: list[str] | str | None = _opt(None, "atlas: foreground masks, one layer each (repeat the flag for "
+                                              "more): a folder of per-frame images numbered by frame, a video, one "
+                                              "image, or auto:WORD (the cross-attention of WORD in the source prompt); "
+                                              "default: what moves against the background", repeat=True)
     keyframe_interval: int = _opt(8, "atlas, mosaic: frames between the keyframes that motion is chained through",
                                   range=(1, 10**6))
     keyframes: str = _opt("auto", "atlas: foreground keyframes to edit, e.g. 20,40,60 (the first is edited from "
@@ -161,6 +163,9 @@ class EditOptions:
                                        "through the atlas); above 0", range=(0.0, 1.0))
     fg_margin: float = _opt(0.2, "atlas: margin around a keyframe's mask in its crop, as a share of the mask's size",
                             range=(0.0, 10.0))
+    fg_prompt: list[str] | str | None = _opt(None, "atlas: the prompt of one foreground layer's keyframes, in the order "
+                                             "of --atlas-mask (repeat the flag for more layers); default: --prompt "
+                                             "for every layer", repeat=True)
     bg_prompt: str = _opt("", "atlas: background edit (an instruction for instruction editors); empty: keep")
     bg_editor: str | None = _opt(None, "atlas: edit the background atlas with this image editor (ip2p, or a name "
                                  "registered under videdit.image_editors) and --bg-prompt")

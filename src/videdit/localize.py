@@ -121,3 +121,55 @@ def save_maps(path: Path | None, maps: dict[str, torch.Tensor]) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("attention maps not cached (%s)", exc)
+
+
+# ---------------------------------------------------------------------------------------
+# Masks of words, from a short inversion that records their cross-attention
+
+def word_masks(model, frames: np.ndarray, source_prompt: str, words: dict[str, str], steps: int, threshold: float,
+               frame_attention: str = "full", chunk_size: int | None = None, use_cache: bool = True,
+               progress: bool = True, what: str = "auto:") -> dict[str, np.ndarray]:
+    """name -> (F, H, W) bool: where each word of ``words`` (name -> WORD, a run of tokens of
+    ``source_prompt``) lies in ``frames``, as grain's ``auto:WORD`` regions find it.
+
+    The clip is DDIM-inverted for ``steps`` steps under ``source_prompt`` (guidance 1, cross-frame
+    self-attention) while `CrossAttentionRecorder` averages each word's cross-attention maps over the
+    layers of one UNet level (`attention_factor`) and the steps; the maps are upsampled, normalised per
+    frame, thresholded at ``threshold`` and opened (`masks_from_attention`). Only the maps are kept: they
+    are cached by clip, model, prompt, steps and words (`maps_cache_path`), the trajectory is not. An
+    instruction editor (a UNet that also reads the image, InstructPix2Pix) is inverted with each
+    frame's own latent as its image condition.
+    """
+    from .attention.layout import CrossAttentionRecorder, LayoutState, layout_attention
+    from .diffusion import encode_text, vae_encode
+    from .inversion import invert
+    from .methods.grain import attention_factor, masks_from_attention, token_spans
+
+    if not source_prompt.strip():
+        first = next(iter(words.values()))
+        raise UserError(f"{what}{first}: automatic masks need --source-prompt naming {first!r}")
+    F_, H, W = frames.shape[:3]
+    names = list(words)
+    spans = token_spans(model.tokenizer, source_prompt, [words[n] for n in names], [f"{what}{words[n]}" for n in names])
+    groups = {n: list(range(a, b)) for n, (a, b) in zip(names, spans)}
+    latent_size = (-(-H // model.vae_scale), -(-W // model.vae_scale))
+    factor = attention_factor(model.unet, latent_size)
+    path = maps_cache_path(frames, model, source_prompt, steps, "none", 1.0, frame_attention, groups, factor) \
+        if use_cache else None
+    found = load_maps(path, names)
+    if found is None:
+        source = encode_text(model, [source_prompt]).expand(F_, -1, -1)
+        z0 = vae_encode(model, frames)
+        noise_fn = None
+        if model.unet.config.in_channels == 2 * model.latent_channels:  # c_I: the unscaled latent of each frame
+            image = z0 / model.vae.config.scaling_factor
+
+            def noise_fn(x, t, i):
+                return model.unet(torch.cat([x, image], dim=1), t, encoder_hidden_states=source, return_dict=False)[0]
+        state = LayoutState(F_, latent_size, frame_mode=frame_attention, chunk_size=chunk_size)
+        with layout_attention(model.unet, state):  # no masks: plain cross-frame attention, maps recorded
+            state.recorder = CrossAttentionRecorder(groups, factor, branch=0)
+            invert(model, z0, source, steps, progress=progress, noise_fn=noise_fn)
+            found = state.recorder.maps()
+        save_maps(path, found)
+    return {n: masks_from_attention(found[n], (H, W), threshold) for n in names}

@@ -31,13 +31,14 @@ CACHE_VERSION = 1
 BACKENDS = ("mosaic", "nla")
 
 
-def read_alpha_masks(sources: list[str | Path], frame_indices: list[int], size: tuple[int, int]) -> np.ndarray:
+def read_alpha_masks(sources: list, frame_indices: list[int], size: tuple[int, int]) -> np.ndarray:
     """(N, T, H, W) bool: one foreground layer per source, each a folder of masks numbered by frame, a
-    video or one image (as ``--region`` masks); a source without a mask for some frame of the clip
-    stops with one line."""
+    video or one image (as ``--region`` masks), or masks already made ((T, H, W) array at ``size``); a
+    source without a mask for some frame of the clip stops with one line."""
     from videdit.masks import load_mask_source
 
-    return np.stack([load_mask_source(source, frame_indices, size) for source in sources])
+    return np.stack([np.asarray(source, bool) if isinstance(source, np.ndarray)
+                     else load_mask_source(source, frame_indices, size) for source in sources])
 
 
 def cache_key(frames: np.ndarray, masks: np.ndarray | None, settings: MosaicSettings) -> str:

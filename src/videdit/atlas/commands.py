@@ -23,8 +23,15 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", nargs="?", help="(render) the folder 'videdit atlas CLIP -o DIR' wrote")
     parser.add_argument("-o", "--output", required=True, help="the layers' folder; with render, the output video")
     parser.add_argument("--atlas-mask", action="append", metavar="MASK",
-                        help="foreground masks: a folder of per-frame images numbered by frame, a video, or one "
-                             "image; repeat for more foreground layers (default: from motion)")
+                        help="foreground masks: a folder of per-frame images numbered by frame, a video, one "
+                             "image, or auto:WORD (WORD's cross-attention in --source-prompt, by --model); repeat "
+                             "for more foreground layers (default: from motion)")
+    parser.add_argument("--model", help="auto:WORD masks: the diffusion model whose cross-attention finds WORD "
+                                        "(default: sd15)")
+    parser.add_argument("--source-prompt", default="", help="auto:WORD masks: a description of the clip naming WORD")
+    parser.add_argument("--auto-threshold", type=float, help="auto:WORD masks: threshold on the normalised attention "
+                                                             "(default: videdit edit's --auto-threshold)")
+    parser.add_argument("--device", help="auto:WORD masks: cuda, mps or cpu (default: the best available)")
     parser.add_argument("--atlas-backend", default="mosaic", choices=BACKENDS,
                         help="mosaic (built here, no training) or nla (a Neural Layered Atlas checkpoint)")
     parser.add_argument("--atlas-checkpoint", help="nla: folder with 'checkpoint' and 'config.json'")
@@ -45,7 +52,7 @@ def add_atlas_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
-def layers_for_clip(frames: np.ndarray, fps: float, frame_indices: list[int], masks: list[str] | None,
+def layers_for_clip(frames: np.ndarray, fps: float, frame_indices: list[int], masks: list | None,
                     backend: str = "mosaic", checkpoint: str | None = None, allow_pickle: bool = False,
                     settings: MosaicSettings | None = None, use_cache: bool = True):
     """Layers of working-size ``frames`` by ``backend``; the one place the CLI and method atlas build them."""
@@ -64,7 +71,7 @@ def layers_for_clip(frames: np.ndarray, fps: float, frame_indices: list[int], ma
 
 def make_atlas(args) -> Path:
     from videdit.fsutil import atomic_target, check_writable
-    from videdit.video import read_clip, resize_frames, working_size
+    from videdit.video import read_clip, resize_frames, working_size, write_video
 
     out = check_writable(Path(args.output), args.overwrite)
     if args.keyframe_interval < 1:
@@ -73,14 +80,46 @@ def make_atlas(args) -> Path:
     work = working_size(*clip.size, args.size)
     source = resize_frames(clip.frames, work)
     t0 = time.perf_counter()
-    layers = layers_for_clip(source, clip.fps, list(clip.frame_indices), args.atlas_mask, args.atlas_backend,
+    masks, found = auto_masks(args, source, list(clip.frame_indices)) if args.atlas_mask else (None, {})
+    layers = layers_for_clip(source, clip.fps, list(clip.frame_indices), masks, args.atlas_backend,
                              args.atlas_checkpoint, args.allow_pickle,
                              MosaicSettings(keyframe_interval=args.keyframe_interval), not args.no_cache)
     layers.info.update(source_size=list(clip.size), build_s=round(time.perf_counter() - t0, 3),
                        frame_indices=[int(i) for i in clip.frame_indices])
     with atomic_target(out, args.overwrite) as tmp:
         write_layers(layers, tmp, source)
+        for name, mask in found.items():
+            write_video(tmp / f"mask_{name}.mp4", np.repeat(mask[..., None].astype(np.uint8) * 255, 3, -1), clip.fps)
     return out
+
+
+def auto_masks(args, frames: np.ndarray, frame_indices: list[int]) -> tuple[list, dict[str, np.ndarray]]:
+    """``--atlas-mask`` with each ``auto:WORD`` replaced by the mask that WORD's cross-attention finds
+    during a short inversion by ``--model`` (as ``videdit edit --method atlas`` does), and those masks by name."""
+    from videdit.masks import AUTO_PREFIX
+
+    if not any(m.strip().startswith(AUTO_PREFIX) for m in args.atlas_mask):
+        return args.atlas_mask, {}
+    from videdit.api import get_model
+    from videdit.config import make_options
+    from videdit.methods.atlas import find_auto_masks, mask_sources
+    from videdit.notices import terminal_handler
+
+    source_prompt = (args.source_prompt or "").strip()
+    opts, _ = make_options(dict(prompt=source_prompt or "-", source_prompt=source_prompt, method="atlas",
+                                model=args.model, device=args.device, allow_pickle=args.allow_pickle,
+                                auto_threshold=args.auto_threshold, atlas_mask=args.atlas_mask, no_cache=args.no_cache))
+    handler = terminal_handler()  # the found regions are said on the terminal
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        found = find_auto_masks(get_model(opts), frames, opts, source_prompt, frame_indices)
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    names = iter(found)
+    return [found[next(names)] if m.startswith(AUTO_PREFIX) else m for m in mask_sources(opts)], found
 
 
 def read_atlas_image(path: str, what: str) -> np.ndarray:
@@ -123,4 +162,5 @@ def run_atlas_command(args) -> str:
         raise UserError(f"unexpected argument {args.folder!r}: use 'videdit atlas CLIP -o DIR' or "
                         "'videdit atlas render DIR -o out.mp4'")
     out = make_atlas(args)
-    return f"wrote {out}/ (atlas_bg.png, atlas_fg.png, atlas_fg_alpha.png, atlas_reconstruction.mp4, maps.npz)"
+    return (f"wrote {out}/ (atlas_bg.png, atlas_fg.png, atlas_fg_alpha.png, atlas_reconstruction.mp4, maps.npz; "
+            "mask_WORD.mp4 for auto:WORD)")

@@ -12,6 +12,7 @@ class MethodResult:
     frames: np.ndarray                                             # (T, H, W, 3) uint8 at working size
     extras: dict[str, np.ndarray] = field(default_factory=dict)    # other clips for the run folder
     info: dict = field(default_factory=dict)                       # numbers worth logging
+    files: dict = field(default_factory=dict)  # name -> write(path): files for the run folder (maps.npz)
 
 
 def get_method(name: str):

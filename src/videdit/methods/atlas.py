@@ -5,17 +5,22 @@ Editing", ICCV 2023, sec. 3-4), with layers that need no per-video training (`vi
 
 1. Layers: a background atlas, a foreground atlas per foreground layer, per-frame uv maps and alpha
    (`--atlas-backend mosaic`, built in seconds and cached; or a Neural Layered Atlas checkpoint).
+   One foreground layer per ``--atlas-mask`` (repeatable): a mask folder, video or image, or
+   ``auto:WORD``, the cross-attention of WORD in the source prompt during a short inversion of the
+   clip (`videdit.localize.word_masks`, as grain's ``auto:WORD`` regions). No mask: what moves.
 2. Background: the background atlas is edited once: by a file the user edited (``--bg-atlas``), by
    an image editor (``--bg-editor``, instruction ``--bg-prompt``), or by the model itself under
    ``--bg-prompt`` (an instruction editor from noise; a text-to-image model from the atlas noised to
    ``--strength``, under ControlNet maps of the atlas when ``--control`` is given). No
    ``--bg-prompt``: the background is kept.
 3. Foreground keyframes (``--keyframes 20,40,60``, or ``auto``: greedily, the frames that together
-   cover the foreground atlas): each keyframe is cropped around its mask (+ ``--fg-margin``) and
-   edited under ``--prompt``. The first starts from noise (``--strength`` 1) or from the crop noised
-   to ``--strength``; each next one starts from the edits so far carried through the atlas to its
-   own uv, noised to ``--propagation-strength`` (0.8), and is denoised with its own image (the
-   instruction editor's image condition, or ControlNet maps of its source crop). ``--keyframes none``
+   cover the layer's atlas), for each foreground layer in turn: each keyframe is cropped around the
+   layer's mask (+ ``--fg-margin``) and edited under the layer's ``--fg-prompt`` (default:
+   ``--prompt``, StableVideo's one foreground prompt, for every layer). The first starts from noise
+   (``--strength`` 1) or from the crop noised to ``--strength``; each next one starts from the edits
+   so far carried through the atlas to its own uv, noised to ``--propagation-strength`` (0.8), and is
+   denoised with its own image (the instruction editor's image condition, or ControlNet maps of its
+   source crop). ``--keyframes none``
    keeps the foreground (a background-only edit).
 4. Aggregation: each edited keyframe is splatted into the foreground atlas with bilinear weights;
    the edited atlas is the weighted mean of the keyframes at each texel; a texel no keyframe saw
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -39,11 +45,12 @@ import torch
 
 from ..atlas import Layers, render
 from ..atlas.commands import layers_for_clip
-from ..atlas.layers import check_atlas, sample
+from ..atlas.layers import MAPS_FILE, check_atlas, sample, save_npz
 from ..atlas.mosaic import MosaicSettings, fill_unseen, splat
 from ..config import EditOptions
 from ..diffusion import ddim_sample, encode_text, make_scheduler, vae_decode, vae_encode
 from ..errors import UserError
+from ..masks import AUTO_PREFIX
 from ..models import DiffusionModel
 from ..prompts import EditPlan
 from . import MethodResult
@@ -51,6 +58,7 @@ from . import MethodResult
 log = logging.getLogger("videdit")
 
 MAX_AUTO_KEYFRAMES = 8
+AUTO_MASK_STEPS = 10  # inversion steps whose cross-attention makes auto:WORD masks
 AUTO_COVERAGE = 0.95
 
 
@@ -92,8 +100,48 @@ def validate_options(opts: EditOptions) -> None:
         check_editor_name(str(opts.bg_editor))
         if not (opts.bg_prompt or "").strip():
             raise UserError("--bg-editor needs --bg-prompt: the instruction for the background atlas")
-    if opts.atlas_mask is not None and not Path(str(opts.atlas_mask)).exists():
-        raise UserError(f"mask {opts.atlas_mask} does not exist")
+    auto_mask_words(opts)  # each auto:WORD names a word, and no word twice
+    if opts.atlas_backend == "nla" and mask_sources(opts):
+        raise UserError("--atlas-mask is for the mosaic backend: an NLA checkpoint brings its own alpha")
+    layers = max(len(mask_sources(opts)), 1)  # without masks: one layer, from motion
+    if len(fg_prompts(opts)) > layers:
+        raise UserError(f"{len(fg_prompts(opts))} --fg-prompt given for {layers} foreground layer(s) "
+                        "(one per --atlas-mask)")
+    for source in mask_sources(opts):
+        if not source.startswith(AUTO_PREFIX) and not Path(source).exists():
+            raise UserError(f"mask {source} does not exist")
+
+
+def mask_sources(opts: EditOptions) -> list[str]:
+    """The ``--atlas-mask`` values, one per foreground layer, in order (none: the foreground from motion)."""
+    value = opts.atlas_mask
+    if value is None:
+        return []
+    return [str(v).strip() for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def fg_prompts(opts: EditOptions) -> list[str]:
+    """The ``--fg-prompt`` values, one per foreground layer in the order of ``--atlas-mask``."""
+    value = opts.fg_prompt
+    if value is None:
+        return []
+    return [str(v).strip() for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+
+def auto_mask_words(opts: EditOptions) -> dict[str, str]:
+    """name -> WORD of each ``auto:WORD`` mask (the name as mask_NAME.mp4 spells it)."""
+    words: dict[str, str] = {}
+    for source in mask_sources(opts):
+        if not source.startswith(AUTO_PREFIX):
+            continue
+        word = source[len(AUTO_PREFIX):].strip()
+        if not word:
+            raise UserError(f"--atlas-mask {source}: auto: needs a word of the source prompt, e.g. auto:car")
+        name = re.sub(r"[^\w.\-]+", "_", word).strip("_") or "region"
+        if name in words:
+            raise UserError(f"--atlas-mask {source} is given twice")
+        words[name] = word
+    return words
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,20 +252,19 @@ def edit_background(model: DiffusionModel, layers: Layers, opts: EditOptions) ->
 # ---------------------------------------------------------------------------------------
 # Foreground keyframes
 
-def foreground_alpha(layers: Layers) -> np.ndarray:
-    """(T, H, W) the union of the foreground layers' alpha (the largest at each pixel)."""
-    return np.max(np.stack([f.alpha for f in layers.foregrounds]), axis=0)
-
-
-def auto_keyframes(layers: Layers, limit: int = MAX_AUTO_KEYFRAMES, coverage: float = AUTO_COVERAGE) -> list[int]:
-    """Frames that together cover the foreground atlases, greedily (each next keyframe adds the most
-    texels not yet covered, on a 4-texel grid), until ``coverage`` of them or ``limit`` frames."""
+def auto_keyframes(layers: Layers, limit: int = MAX_AUTO_KEYFRAMES, coverage: float = AUTO_COVERAGE,
+                   layer: int | None = None) -> list[int]:
+    """Frames that together cover the foreground atlases (only foreground ``layer`` when given), greedily
+    (each next keyframe adds the most texels not yet covered, on a 4-texel grid), until ``coverage`` of
+    them or ``limit`` frames."""
     T = layers.frames
+    which = range(len(layers.foregrounds)) if layer is None else [layer]
     covers = []
     for t in range(T):
         cells = set()
-        for i, layer in enumerate(layers.foregrounds):
-            uv = layer.uv[t][layer.alpha[t] > 0.5]
+        for i in which:
+            layer_i = layers.foregrounds[i]
+            uv = layer_i.uv[t][layer_i.alpha[t] > 0.5]
             cells |= {(i, int(u), int(v)) for u, v in np.unique(np.floor(uv / 4).astype(int), axis=0)}
         covers.append(cells)
     everything = set().union(*covers)
@@ -256,11 +303,14 @@ class ForegroundVotes:
         self.colour = [np.zeros((*f.atlas.shape[:2], 3), np.float64) for f in layers.foregrounds]
         self.weight = [np.zeros(f.atlas.shape[:2], np.float64) for f in layers.foregrounds]
 
-    def add(self, t: int, edited_frame: np.ndarray) -> None:
-        """Splat frame t's edited pixels inside each layer's alpha (> 0.5) at their uv."""
-        for i, layer in enumerate(self.layers.foregrounds):
-            mean, weight = splat(edited_frame.astype(np.float32), layer.uv[t], (layer.alpha[t] > 0.5).astype(np.float32),
-                                 layer.atlas_size)
+    def add(self, t: int, edited_frame: np.ndarray, layer: int | None = None) -> None:
+        """Splat frame t's edited pixels inside each layer's alpha (> 0.5) at their uv (only foreground
+        ``layer``'s when given)."""
+        for i, fg in enumerate(self.layers.foregrounds):
+            if layer is not None and i != layer:
+                continue
+            mean, weight = splat(edited_frame.astype(np.float32), fg.uv[t], (fg.alpha[t] > 0.5).astype(np.float32),
+                                 fg.atlas_size)
             self.colour[i] += mean * weight[..., None]
             self.weight[i] += weight
 
@@ -289,47 +339,108 @@ class ForegroundVotes:
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def edit_keyframes(model: DiffusionModel, frames: np.ndarray, layers: Layers, keys: list[int], opts: EditOptions,
-                   prompt: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The edited foreground atlases and the edited keyframes (full frames, for the run folder)."""
-    alpha = foreground_alpha(layers)
+def layer_keyframes(layers: Layers, i: int, keys: list[int] | None) -> list[int]:
+    """The keyframes of foreground layer i: ``auto_keyframes`` of that layer (``keys`` None), or those of
+    ``keys`` in which the layer shows (alpha > 0.5 somewhere)."""
+    if keys is None:
+        return auto_keyframes(layers, layer=i)
+    alpha = layers.foregrounds[i].alpha
+    shown = [t for t in keys if (alpha[t] > 0.5).any()]
+    if len(shown) < len(keys):
+        log.warning("atlas: %s is not in keyframe(s) %s; they do not edit it", layers.foregrounds[i].name,
+                    ", ".join(str(t) for t in keys if t not in shown))
+    return shown
+
+
+def layer_prompt(layer_name: str, i: int, prompts: list[str], default: str) -> str:
+    """Foreground layer i's prompt: the ``--fg-prompt`` of its mask (the mosaic names layer k of several
+    masks foregroundk, and drops an empty mask's layer), else ``default``."""
+    number = re.fullmatch(r"foreground(\d+)", layer_name)
+    k = int(number.group(1)) - 1 if number else i
+    return prompts[k] if k < len(prompts) and prompts[k] else default
+
+
+def edit_keyframes(model: DiffusionModel, frames: np.ndarray, layers: Layers, keys: list[int] | None,
+                   opts: EditOptions, prompt: str) -> tuple[list[np.ndarray], dict[str, list[int]], dict[str, np.ndarray]]:
+    """Each foreground layer's keyframes edited in turn (``keys`` None: chosen per layer) under its prompt
+    (``--fg-prompt``, else ``prompt``), then aggregated.
+
+    Returns the edited foreground atlases, the keyframes per layer, and the edited keyframes (full
+    frames, for the run folder: keyframe_00020_edited, keyframe_00020_fg2_edited, ...)."""
     minimum = int(model.unet.config.sample_size) * model.vae_scale
     votes = ForegroundVotes(layers)
-    edited_frames = []
-    for j, t in enumerate(keys):
-        x0, y0, x1, y1 = crop_box(alpha[t], opts.fg_margin, minimum)
-        crop = frames[t, y0:y1, x0:x1]
-        if j == 0:
-            start = crop if opts.strength < 1 else None
-            strength = opts.strength
-        else:
-            start = votes.carried(t, frames[t])[y0:y1, x0:x1]
-            strength = opts.propagation_strength
-        edited = edit_at_multiple_of_8(
-            lambda img, st: edit_image(model, img, prompt, opts, st, strength, opts.seed + j), crop, start)
-        frame = frames[t].copy()
-        frame[y0:y1, x0:x1] = edited
-        votes.add(t, frame)
-        edited_frames.append(frame)
-        log.info("atlas: keyframe %d (%d of %d) edited in a %dx%d crop", t, j + 1, len(keys), x1 - x0, y1 - y0)
-    return votes.atlases(), edited_frames
+    chosen: dict[str, list[int]] = {}
+    shown: dict[str, np.ndarray] = {}
+    n = 0  # edits so far: each draws its own seed
+    for i, layer in enumerate(layers.foregrounds):
+        layer_keys = layer_keyframes(layers, i, keys)
+        chosen[layer.name] = layer_keys
+        text = layer_prompt(layer.name, i, fg_prompts(opts), prompt)
+        if not layer_keys:
+            log.warning("atlas: no keyframe shows %s; it is kept", layer.name)
+        for j, t in enumerate(layer_keys):
+            x0, y0, x1, y1 = crop_box(layer.alpha[t], opts.fg_margin, minimum)
+            crop = frames[t, y0:y1, x0:x1]
+            if j == 0:
+                start = crop if opts.strength < 1 else None
+                strength = opts.strength
+            else:  # the edits so far carried through the atlas to this keyframe
+                start = votes.carried(t, frames[t])[y0:y1, x0:x1]
+                strength = opts.propagation_strength
+            edited = edit_at_multiple_of_8(
+                lambda img, st: edit_image(model, img, text, opts, st, strength, opts.seed + n), crop, start)
+            n += 1
+            frame = frames[t].copy()
+            frame[y0:y1, x0:x1] = edited
+            votes.add(t, frame, layer=i)
+            shown[f"keyframe_{t:05d}_edited" if i == 0 else f"keyframe_{t:05d}_fg{i + 1}_edited"] = frame
+            log.info("atlas: %s, keyframe %d (%d of %d) edited in a %dx%d crop", layer.name, t, j + 1,
+                     len(layer_keys), x1 - x0, y1 - y0)
+    return votes.atlases(), chosen, shown
 
 
 # ---------------------------------------------------------------------------------------
 # The method
 
+def find_auto_masks(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, source_prompt: str,
+                    frame_indices: list[int]) -> dict[str, np.ndarray]:
+    """name -> (T, H, W) bool of each ``--atlas-mask auto:WORD``: WORD's cross-attention during a short
+    inversion of the clip under the source prompt (`videdit.localize.word_masks`), said on the terminal."""
+    from ..localize import describe_mask, word_masks
+    from ..notices import say
+
+    words = auto_mask_words(opts)
+    if not words:
+        return {}
+    found = word_masks(model, frames, source_prompt, words, min(opts.steps, AUTO_MASK_STEPS), opts.auto_threshold,
+                       opts.frame_attention, opts.attention_chunk, not opts.no_cache, opts.progress, "--atlas-mask auto:")
+    for name, mask in found.items():
+        say(describe_mask(name, mask, frame_indices))
+    return found
+
+
 def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: EditPlan,
         frame_indices: list[int] | None = None, fps: float = 8.0) -> MethodResult:
+    from ..localize import region_summary
+    from ..methods.grain import mask_frames
+
     T = len(frames)
     frame_indices = list(range(T)) if frame_indices is None else list(frame_indices)
     keys = parse_keyframes(opts.keyframes)
     if keys and max(keys) >= T:
         raise UserError(f"keyframe {max(keys)} is outside the clip (frames 0 to {T - 1})")
     t0 = time.perf_counter()
-    layers = layers_for_clip(frames, fps, frame_indices, [opts.atlas_mask] if opts.atlas_mask else None,
-                             opts.atlas_backend, opts.atlas_checkpoint, opts.allow_pickle,
-                             MosaicSettings(keyframe_interval=opts.keyframe_interval), not opts.no_cache)
-    info = dict(layers_s=time.perf_counter() - t0, layers_cached=bool(layers.info.get("from_cache")),
+    found = find_auto_masks(model, frames, opts, plan.source_prompt, frame_indices)
+    info: dict = {"found_regions": {n: region_summary(m, frame_indices) for n, m in found.items()}} if found else {}
+    if found:
+        info["auto_masks_s"] = time.perf_counter() - t0
+    names = iter(found)
+    masks = [found[next(names)] if source.startswith(AUTO_PREFIX) else source for source in mask_sources(opts)]
+    t0 = time.perf_counter()
+    layers = layers_for_clip(frames, fps, frame_indices, masks or None, opts.atlas_backend, opts.atlas_checkpoint,
+                             opts.allow_pickle, MosaicSettings(keyframe_interval=opts.keyframe_interval),
+                             not opts.no_cache)
+    info.update(layers_s=time.perf_counter() - t0, layers_cached=bool(layers.info.get("from_cache")),
                 atlas_backend=layers.backend, foreground_layers=len(layers.foregrounds))
     if not layers.foregrounds:
         raise UserError("no foreground found: every foreground mask is empty")
@@ -337,20 +448,21 @@ def run(model: DiffusionModel, frames: np.ndarray, opts: EditOptions, plan: Edit
     bg_edited, bg_from = edit_background(model, layers, opts)
     info.update(background_s=time.perf_counter() - t0, background=bg_from)
     t0 = time.perf_counter()
-    keys = keys if keys is not None else auto_keyframes(layers)
     prompt = opts.prompt.strip() if is_instruction_editor(model) else (plan.target_prompt or opts.prompt)
-    fg_edited, keyframes = edit_keyframes(model, frames, layers, keys, opts, prompt) if keys else \
-        ([f.atlas for f in layers.foregrounds], [])
-    info.update(keyframes=keys, keyframes_s=time.perf_counter() - t0)
+    if keys == []:  # --keyframes none: the foreground is kept
+        fg_edited, chosen, keyframes = [f.atlas for f in layers.foregrounds], {}, {}
+    else:
+        fg_edited, chosen, keyframes = edit_keyframes(model, frames, layers, keys, opts, prompt)
+    info.update(keyframes=chosen, keyframes_s=time.perf_counter() - t0)
     t0 = time.perf_counter()
     out = render(layers, bg_atlas=bg_edited, fg_atlases=fg_edited, source=frames)
     info["render_s"] = time.perf_counter() - t0
-    extras = {"atlas_reconstruction": render(layers, source=frames),
-              "atlas_bg": layers.background.atlas, "atlas_bg_edited": layers.background.atlas if bg_edited is None else bg_edited}
+    extras = {f"mask_{name}": mask_frames(mask) for name, mask in found.items()}
+    extras.update({"atlas_reconstruction": render(layers, source=frames), "atlas_bg": layers.background.atlas,
+                   "atlas_bg_edited": layers.background.atlas if bg_edited is None else bg_edited})
     for i, (layer, edited) in enumerate(zip(layers.foregrounds, fg_edited)):
         suffix = "" if i == 0 else str(i + 1)
         extras[f"atlas_fg{suffix}"] = layer.atlas
         extras[f"atlas_fg{suffix}_edited"] = edited
-    for t, frame in zip(keys, keyframes):
-        extras[f"keyframe_{t:05d}_edited"] = frame
-    return MethodResult(out, extras, info)
+    extras.update(keyframes)
+    return MethodResult(out, extras, info, files={MAPS_FILE: lambda path: save_npz(layers, path)})
