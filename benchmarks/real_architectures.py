@@ -2,11 +2,12 @@
 
     python benchmarks/real_architectures.py [--methods invert,grain,anchor,i2v] [--frames 16] [--anchor-frames 120]
                                             [--steps 1] [--size 512] [--control canny] [--chunk 8] [--work DIR]
+                                            [--device cpu|cuda] [--dtype fp32|fp16|bf16]
 
 Each model is built from its published configuration (tests/data/configs/, see the README there)
 with random weights, saved in diffusers layout (fp16 on disk) and loaded by videdit's own loader
-(`videdit.models.load_sd`, `videdit.i2v.load_i2v`) in fp32 on the CPU, exactly as a downloaded
-model would be. Then each method runs through `videdit.api.edit` on a real clip of
+(`videdit.models.load_sd`, `videdit.i2v.load_i2v`) in fp32 on the CPU (``--device cuda``: fp16 on the
+GPU, the peak then read from torch's CUDA allocator), exactly as a downloaded model would be. Then each method runs through `videdit.api.edit` on a real clip of
 /work/shared/videos at ``--size`` x ``--size`` for ``--steps`` steps (inversion and sampling both,
 strength 1), in a fresh process per method, so one method's memory is not counted in the next.
 
@@ -34,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from _peak import peak_bytes, reset_peak  # benchmarks/_peak.py: shared peak-memory measurement
 
@@ -152,7 +155,8 @@ class ModelClock:
     outside them (VAE, text and image encoders, the method's own work), through a forward pre-hook and
     hook (measurement only). The process's peak is reset at each boundary (benchmarks/_peak.py)."""
 
-    def __init__(self, modules):
+    def __init__(self, modules, device: str = "cpu"):
+        self.device = device
         self.seconds, self.calls, self._t = 0.0, 0, 0.0
         self.inside = self.outside = 0  # peak resident set, bytes
         for m in modules:
@@ -160,18 +164,20 @@ class ModelClock:
             m.register_forward_hook(self._stop)
 
     def _start(self, *_):
-        self.outside = max(self.outside, peak_bytes())
-        reset_peak()
+        self.outside = max(self.outside, peak_bytes(self.device))
+        reset_peak(self.device)
         self._t = time.perf_counter()
 
     def _stop(self, *_):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
         self.seconds += time.perf_counter() - self._t
         self.calls += 1
-        self.inside = max(self.inside, peak_bytes())
-        reset_peak()
+        self.inside = max(self.inside, peak_bytes(self.device))
+        reset_peak(self.device)
 
     def finish(self):
-        self.outside = max(self.outside, peak_bytes())
+        self.outside = max(self.outside, peak_bytes(self.device))
 
 
 def run_method(args) -> dict:
@@ -189,15 +195,15 @@ def run_method(args) -> dict:
     if method == "i2v":
         from videdit.i2v import load_i2v
 
-        model = load_i2v(str(folder), device="cpu", dtype="fp32")
+        model = load_i2v(str(folder), device=args.device, dtype=args.dtype)
     else:
         from videdit.models import load_sd
 
-        model = load_sd(str(folder), device="cpu", dtype="fp32", control=control)
+        model = load_sd(str(folder), device=args.device, dtype=args.dtype, control=control)
     modules = [m for m in (model.unet, model.vae, model.text_encoder, model.controlnet,
                            model.extras.get("image_encoder")) if m is not None]
     weights = sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
-    clock = ModelClock([m for m in (model.unet, model.controlnet) if m is not None])
+    clock = ModelClock([m for m in (model.unet, model.controlnet) if m is not None], args.device)
     src = clip_frames(CLIP_OF[method], frames, args.size)
     tmp = Path(tempfile.mkdtemp(prefix="videdit-real-"))
     opts = dict(steps=args.steps, strength=1.0, seed=0, size=args.size, no_cache=True, reconstruction=False,
@@ -218,10 +224,11 @@ def run_method(args) -> dict:
         Image.fromarray(src[0]).save(tmp / "first.png")
         prompt, steps_run = "a man walking", 2 * args.steps  # inversion, then sampling
         opts.update(first_frame=str(tmp / "first.png"), inversion_steps=args.steps)
-    rss_loaded = status_kib("VmRSS") * 1024
+    # what the loaded model holds: the resident set on the CPU, the allocated memory on CUDA
+    rss_loaded = status_kib("VmRSS") * 1024 if args.device == "cpu" else torch.cuda.memory_allocated()
     regions = opts.pop("regions", None)
     _, seconds, result = measure(lambda: edit(src, prompt=prompt, method=method, model=model, regions=regions,
-                                              **opts))
+                                              **opts), device=args.device)
     clock.finish()  # the peak since the last model call: decoding
     peak = max(clock.inside, clock.outside) - rss_loaded
     assert result.frames.shape[0] == frames
@@ -258,12 +265,17 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=8, help="anchor: frames per chunk")
     parser.add_argument("--anchors", type=int, default=3, help="anchor: anchor frames")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the peak is "
+                        "torch.cuda.max_memory_allocated above the loaded model")
+    parser.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"),
+                        help="default: fp32 on the CPU, fp16 on CUDA")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "videdit-real-architectures"),
                         help="where the random-weight models are written (and reused by later runs)")
     parser.add_argument("--json", action="store_true", help="also print each row as JSON")
     parser.add_argument("--build", help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.dtype = args.dtype or ("fp32" if args.device == "cpu" else "fp16")
     work = Path(args.work)
     if args.build:
         build(args.build, work / args.build)
@@ -275,15 +287,19 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}: use {', '.join(METHODS)}")
-    print(f"# CPU fp32, {args.threads} threads, random weights from the published configs; "
-          f"peak = peak resident set during the edit minus the resident set after loading", flush=True)
+    where = (f"CPU {args.dtype}, {args.threads} threads" if args.device == "cpu" else
+             f"CUDA {args.dtype} ({torch.cuda.get_device_name()})")
+    peak = ("peak resident set during the edit minus the resident set after loading" if args.device == "cpu" else
+            "peak allocated during the edit minus what the loaded model holds")
+    print(f"# {where}, random weights from the published configs; peak = {peak}", flush=True)
     print(HEADER, flush=True)
     for method in methods:
         ensure_model(MODEL_OF[method], work)
         frames = args.anchor_frames if method == "anchor" else args.frames
         cmd = [sys.executable, __file__, "--child", method, "--frames", str(frames), "--steps", str(args.steps),
                "--size", str(args.size), "--control", args.control, "--chunk", str(args.chunk),
-               "--anchors", str(args.anchors), "--threads", str(args.threads), "--work", str(work)]
+               "--anchors", str(args.anchors), "--threads", str(args.threads), "--work", str(work),
+               "--device", args.device, "--dtype", args.dtype]
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress, errors) passes through
         if done.returncode != 0:
             print(f"{method:<7} failed (exit {done.returncode})", flush=True)
