@@ -350,3 +350,21 @@ def test_generate_progress_follows_the_chunks_and_cancel_leaves_nothing(client, 
     status, video, archive, _ = job.result(timeout=120)
     assert status == "cancelled: nothing was written" and video is None and archive is None
     assert _jobs(server[2]) == before and not app.jobs
+
+
+def test_atlas_example_makes_the_circle_blue(client, server):
+    """The bundled atlas example through the page, read by the ShapesWorld oracle on every frame."""
+    from videdit.shapes import judge as oracle
+
+    name = next(n for n in ui.EXAMPLES if "(atlas" in n)
+    values = client.predict(name, api_name="/example")
+    options = dict(zip([f.name for f in ui.option_fields()], values[2:]))
+    assert options["method"] == "atlas" and options["atlas_mask"].endswith("/circle.mp4")
+    given = {k: v for k, v in options.items() if v not in (None, "")}
+    status, _, edited, *_, atlas, _ = client.predict(video=handle_file(values[0]), **given, api_name="/run")
+    assert status.startswith("done: 12 frames 64x64"), status
+    masks = ui.EXAMPLES[name]()["masks"]["circle"]
+    frames = read_clip(edited).frames
+    blue = np.mean([oracle.object_colour(f, m) == "blue" for f, m in zip(frames, masks)])
+    assert blue >= 0.9, blue
+    assert [item["caption"] for item in atlas["value"]][-1] == "foreground atlas, edited"

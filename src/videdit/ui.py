@@ -452,11 +452,26 @@ def _square_example(steps: int = 20) -> dict:
     return dict(frames=source.frames, settings=settings, first_frame=truth.frames[0])
 
 
+def _circle_atlas_example(steps: int = 10) -> dict:
+    """Method atlas's check (tests/test_atlas_method.py): a red circle crossing grass, its keyframes 0 and 11
+    made blue by shapes-ip2p, the circle's true mask as the foreground (a mask video of the app's examples)."""
+    from .shapes import IP2P_GUIDANCE
+    from .shapes import world as W
+
+    scene = W.Scene((W.Obj("circle", "red", 0.3, 0.5, 0.15),), "grass", 7)
+    clip = W.render_clip(W.ClipSpec(scene, (W.Motion("linear", 0.012, 0.0),), 12, 0.008), 64)
+    settings = dict(method="atlas", model="shapes-ip2p", prompt="make the circle blue", source_prompt="", steps=steps,
+                    frames=12, size=64, seed=0, strength=1.0, guidance=IP2P_GUIDANCE[0], image_guidance=IP2P_GUIDANCE[1],
+                    keyframes="0,11", reconstruction=False, atlas_mask="{masks}/circle.mp4")
+    return dict(frames=clip.frames, settings=settings, masks={"circle": clip.masks[:, 0]})
+
+
 EXAMPLES = {
     "ShapesWorld: two red circles, left one blue (grain, shapes-sd)": lambda: _demo_example("grain"),
     "ShapesWorld: two red circles, left one blue (anchor, shapes-ip2p)": lambda: _demo_example("anchor"),
     "ShapesWorld: two red circles, left one blue (invert, shapes-sd)": lambda: _demo_example("invert"),
     "ShapesWorld: a red square carried blue from its first frame (i2v, shapes-i2v)": _square_example,
+    "ShapesWorld: a red circle crossing grass made blue in its atlas (atlas, shapes-ip2p)": _circle_atlas_example,
 }
 
 
@@ -546,6 +561,8 @@ class App:
                 write_video(mask_path, np.repeat(masks[..., None] * np.uint8(255), 3, axis=-1), 8)
         if "regions" in example:
             example["regions"] = example["regions"].format(masks=slug)
+        if example["settings"].get("atlas_mask"):
+            example["settings"]["atlas_mask"] = example["settings"]["atlas_mask"].format(masks=slug)
         return path, example
 
     def new_folder(self, kind: str) -> Path:
