@@ -313,7 +313,8 @@ def test_generate_through_the_client_writes_every_frame(client, server, tiny_t2v
     """chunk 10, overlap 8 (the tiny CAM's), 14 frames: chunks of 10 + 2 + 2 frames, written to the run folder."""
     status, video, archive, log = client.predict(prompt="a red circle moving right", model=str(tiny_t2v), frames=14,
                                                  chunk=10, overlap=8, steps=2, size="64", api_name="/generate")
-    assert status.startswith("done: 14 frames 64x64"), (status, log)
+    assert status.startswith("done: 14 frames 64x64 in 3 chunks"), (status, log)
+    assert "generate 14 frames with" in log and "3 chunk(s) of 10 frames" in log
     clip = read_clip(video)
     assert clip.frames.shape == (14, 64, 64, 3)
     names = zipfile.ZipFile(archive).namelist()

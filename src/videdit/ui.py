@@ -609,6 +609,8 @@ class App:
         self.jobs[session] = job
         handler = _JobLog(job)
         log.addHandler(handler)
+        if not log.isEnabledFor(logging.INFO):  # as `videdit.api` does for an edit
+            log.setLevel(logging.INFO)
         try:
             yield job
         finally:
@@ -678,7 +680,7 @@ class App:
     def run_generate(self, session: str, values, progress) -> dict:
         """`videdit generate` (with ``refine`` when ticked) in a worker thread, following its bar over chunks."""
         from .generate.options import GenerateOptions
-        from .generate.stream import generate
+        from .generate.stream import Plan, generate
         from .video import read_clip
 
         with self.job(session) as job:
@@ -686,8 +688,18 @@ class App:
                 opts = GenerateOptions(**coerced(options_from_values(self.generate_names, values, GenerateOptions,
                                                                      GENERATE_FIXED), GenerateOptions)).validate()
                 output = job.folder / "generated.mp4"
+                chunks = Plan(opts.frames, opts.chunk, opts.overlap).chunks
                 started = time.monotonic()
-                self.work(job, lambda: generate(opts, output), progress)
+
+                def run():  # in the job's thread, so that its log reaches the page
+                    log.info("generate %d frames with %s: %d chunk(s) of %d frames, each after the first conditioned "
+                             "on %d (conditioning %s), %d steps, seed %d", opts.frames, opts.model, chunks, opts.chunk,
+                             opts.overlap, opts.conditioning, opts.steps, opts.seed)
+                    done = generate(opts, output)
+                    log.info("wrote %s and its run folder %s_run", done.name, done.stem)
+                    return done
+
+                self.work(job, run, progress)
             except Exception as exc:  # noqa: BLE001 - Cancelled, UserError or a failure, each shown
                 return self.failed(job, exc)
             from .api import run_folder_for
@@ -696,8 +708,8 @@ class App:
             archive = _zip_folder([output, run_folder], folder, folder / f"videdit-{folder.name}.zip")
             clip = read_clip(output)
             w, h = clip.size
-            done = (f"done: {len(clip.frames)} frames {w}x{h} in {time.monotonic() - started:.1f} s"
-                    + (f", refined by {opts.refiner}" if opts.refine else ""))
+            done = (f"done: {len(clip.frames)} frames {w}x{h} in {chunks} chunk{'s' if chunks > 1 else ''}, "
+                    f"{time.monotonic() - started:.1f} s" + (f", refined by {opts.refiner}" if opts.refine else ""))
             return dict(status=done, video=str(output), archive=str(archive), log="\n".join(job.log))
 
     def cancel(self, session: str) -> str:
