@@ -325,6 +325,23 @@ def test_generate_through_the_client_writes_every_frame(client, server, tiny_t2v
     assert options["chunk"] == 10 and options["overlap"] == 8 and options["model"] == str(tiny_t2v)
 
 
+def test_generate_with_refine_refines_every_frame(client, server, tiny_t2v):
+    """Ticking refine passes the stream through the refiner (here the same tiny model) in chunks of 6 sharing 2."""
+    status, video, archive, log = client.predict(
+        prompt="a red circle moving right", model=str(tiny_t2v), frames=12, chunk=10, overlap=8, steps=2, size="64",
+        refine=True, refiner=str(tiny_t2v), refine_chunk=6, refine_overlap=2, refine_steps=4, refine_size="64",
+        api_name="/generate")
+    assert status.startswith("done: 12 frames 64x64 in 2 chunks") and f"refined by {tiny_t2v}" in status, status
+    from videdit.generate.io import read_png
+
+    refined = read_clip(video).frames
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(server[2] / "unzipped")
+    streamed = np.stack([read_png(p) for p in sorted((server[2] / "unzipped/generated_run/frames").glob("*.png"))])
+    assert refined.shape == streamed.shape == (12, 64, 64, 3)
+    assert np.abs(refined.astype(int) - streamed.astype(int)).mean() > 1  # the refiner changed them
+
+
 def test_generate_bad_input_shows_the_cli_message(client, server, capsys, tmp_path):
     before = _jobs(server[2])
     status = client.predict(prompt="a red circle", chunk=8, overlap=8, api_name="/generate")[0]
@@ -369,3 +386,30 @@ def test_atlas_example_makes_the_circle_blue(client, server):
     blue = np.mean([oracle.object_colour(f, m) == "blue" for f, m in zip(frames, masks)])
     assert blue >= 0.9, blue
     assert [item["caption"] for item in atlas["value"]][-1] == "foreground atlas, edited"
+
+
+def test_browser_generate_tab_runs_and_shows_the_video(server, tiny_t2v, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server[1])
+            page.get_by_role("tab", name="generate a long video").click()
+            for name, value in (("prompt", "a red circle"), ("frames", "12"), ("chunk", "10"), ("overlap", "8"),
+                                ("steps", "2"), ("size", "64")):
+                page.locator(f"#gen-{name}").locator("input, textarea").first.fill(value)
+            model = page.locator("#gen-model input")
+            model.fill(str(tiny_t2v))
+            model.press("Enter")
+            page.locator("#gen-run").click()
+            status = page.locator("#gen-status")
+            sync_api.expect(status).to_contain_text(re.compile("done|error|failed"), timeout=180_000)
+            assert status.inner_text().startswith("done: 12 frames 64x64 in 2 chunks"), status.inner_text()
+            video = page.locator("#gen-result video")
+            video.wait_for(timeout=30_000)
+            src = video.get_attribute("src")
+            assert src and "generated.mp4" in src
+            assert page.request.get(src).body()[4:8] == b"ftyp"
+        finally:
+            browser.close()
