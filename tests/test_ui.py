@@ -253,6 +253,27 @@ def test_painted_layers_and_the_i2v_frame_become_the_cli_inputs(tmp_path, small_
         app.prepare(str(small_clip), None, "", None, values, folder)
 
 
+def test_atlas_mask_lines_follow_what_the_option_takes(monkeypatch, tmp_path):
+    """auto:WORD passes to --atlas-mask only where its help offers it; several lines only where it repeats."""
+    layer = tmp_path / "layer1.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(layer)
+    assert ui.page_atlas_masks("", [layer]) is None
+    assert ui.page_atlas_masks(" layer1 \n", [layer]) == str(layer)
+    monkeypatch.setattr(ui, "atlas_takes_auto", lambda: True)
+    assert ui.page_atlas_masks("auto:circle", []) == "auto:circle"
+    repeats = EditOptions.__dataclass_fields__["atlas_mask"].metadata.get("repeat")
+    if repeats:
+        assert ui.page_atlas_masks("layer1\nauto:circle", [layer]) == [str(layer), "auto:circle"]
+    else:
+        with pytest.raises(ui.UserError, match="takes one foreground layer, got 2 lines"):
+            ui.page_atlas_masks("layer1\nauto:circle", [layer])
+    monkeypatch.setattr(ui, "atlas_takes_auto", lambda: False)
+    with pytest.raises(ui.UserError, match="the page takes painted layers .* not 'auto:circle'"):
+        ui.page_atlas_masks("auto:circle", [])
+
+
 def test_the_page_says_the_translation_and_the_regions_it_found():
     from videdit.ui import run_notes
 
