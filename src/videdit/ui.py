@@ -1031,9 +1031,8 @@ def build_app(workdir: str | Path) -> gr.Blocks:
 
 
 SHARE_LINE = ("--share: a public https://*.gradio.live address forwards to this page for up to a week; anyone who "
-              "has it can upload "
-              "videos, run edits on this machine's {device} and download results (the page serves only its work "
-              "folder {workdir}).")
+              "has it can upload videos, run edits and generations on this machine's {device} and download results "
+              "(the page serves only its work folder {workdir}).")
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, workdir: str | Path | None = None,
