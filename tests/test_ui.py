@@ -434,3 +434,50 @@ def test_browser_generate_tab_runs_and_shows_the_video(server, tiny_t2v, tmp_pat
             assert page.request.get(src).body()[4:8] == b"ftyp"
         finally:
             browser.close()
+
+
+def test_browser_paints_an_atlas_foreground_and_shows_the_atlases(server, videos, tiny_sd):
+    """A brush stroke on the editor's first layer in the browser becomes --atlas-mask (layer1)."""
+    from PIL import Image
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server[1])
+            page.locator("#input-video input[type=file]").set_input_files(str(videos / "fox.mp4"))
+            page.wait_for_selector("#first-frame img", timeout=60_000)
+            page.locator("#opt-method").get_by_text("atlas").click()
+            for name, value in (("frames", "4"), ("size", "64"), ("steps", "2")):
+                page.locator(f"#opt-{name}").locator("input, textarea").first.fill(value)
+            page.get_by_text("atlas options").click()
+            page.locator("#opt-keyframes").locator("input, textarea").first.fill("0")
+            page.locator("#opt-prompt textarea").fill("a cat")
+            model = page.locator("#opt-model input")
+            model.fill(str(tiny_sd))
+            model.press("Enter")
+            canvas = page.locator("#region-editor canvas").first
+            canvas.wait_for(timeout=30_000)
+            canvas.scroll_into_view_if_needed()  # the mouse paints in the viewport only
+            time.sleep(2)
+            box = canvas.bounding_box()
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(x - 40, y)
+            page.mouse.down()
+            for dy in (-20, 0, 20):  # a zigzag of three strokes (each move redraws the canvas: few moves)
+                page.mouse.move(x - 40, y + dy)
+                page.mouse.move(x + 40, y + dy)
+            page.mouse.up()
+            time.sleep(1)
+            page.locator("#opt-atlas-mask").locator("input, textarea").first.fill("layer1")
+            page.locator("#run").click()
+            status = page.locator("#status")
+            sync_api.expect(status).to_contain_text(re.compile("done|error|failed"), timeout=180_000)
+            assert status.inner_text().startswith("done: 4 frames 512x512"), status.inner_text()
+            sync_api.expect(page.locator("#result-atlas img")).to_have_count(4, timeout=30_000)
+            page.locator("#result-atlas-reconstruction video").wait_for(timeout=30_000)
+        finally:
+            browser.close()
+    mask = np.asarray(Image.open(_jobs(server[2])[-1] / "inputs" / "layer1.png")) > 0
+    assert 0.02 < mask.mean() < 0.5 and mask[mask.shape[0] // 2, mask.shape[1] // 2]  # the stroke, in the middle
