@@ -451,6 +451,8 @@ def test_browser_paints_an_atlas_foreground_and_shows_the_atlases(server, videos
             page.locator("#opt-method").get_by_text("atlas").click()
             for name, value in (("frames", "4"), ("size", "64"), ("steps", "2")):
                 page.locator(f"#opt-{name}").locator("input, textarea").first.fill(value)
+            # a new size shows the first frame again and resets the editor: paint after that
+            sync_api.expect(page.locator("#clip-info")).to_contain_text("working size 64x64", timeout=60_000)
             page.get_by_text("atlas options").click()
             page.locator("#opt-keyframes").locator("input, textarea").first.fill("0")
             page.locator("#opt-prompt textarea").fill("a cat")
