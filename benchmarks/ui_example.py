@@ -3,7 +3,7 @@ through `videdit.api.edit` in the same process, one after the other: the page's 
 seconds of each. The goal is under a minute on a laptop; `videdit demo` (the same clip, method and steps) is
 quoted at 34 s on an idle 2-core machine, and on a busy one torch's two OpenMP threads are far slower than one.
 
-    python benchmarks/ui_example.py [--example N]
+    python benchmarks/ui_example.py [--example N]   # 4: the atlas example
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from gradio_client import Client, handle_file
 
 from videdit import api
-from videdit.ui import EXAMPLES, App, launch, option_fields, page_regions
+from videdit.ui import EXAMPLES, App, launch, option_fields, page_atlas_masks, page_regions
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--example", type=int, default=0, help="index into videdit.ui.EXAMPLES (default: grain)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both runs (default 1: on a busy "
                         "2-core machine one is faster than two, as the tests' one_thread fixture says; 0: torch's own)")
+    parser.add_argument("--no-warm", action="store_true", help="time the first runs too (by default one edit "
+                        "through the API first loads the model, which both timed runs then share from memory)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -42,12 +44,16 @@ def main() -> None:
             values = client.predict(name, api_name="/example")
             video, regions, options = values[0], values[1], dict(zip([f.name for f in option_fields()], values[2:]))
             options["no_cache"] = True
-            start = time.perf_counter()
-            status = client.predict(video=handle_file(video), regions=regions, **options, api_name="/run")[0]
-            page_s = time.perf_counter() - start
             app: App = page.videdit_app
             kwargs = {k: v for k, v in options.items() if v not in ("", None)}
             region_list = page_regions(regions, [], app.workdir / "examples") if regions else None
+            if kwargs.get("atlas_mask"):  # a mask of the app's examples folder, named relative to it
+                kwargs["atlas_mask"] = page_atlas_masks(kwargs["atlas_mask"], [], app.workdir / "examples")
+            if not args.no_warm:  # the model in memory (videdit.api keeps one) and imports done, for both runs
+                api.edit(video, output=os.path.join(work, "warm.mp4"), regions=region_list, progress=False, **kwargs)
+            start = time.perf_counter()
+            status = client.predict(video=handle_file(video), regions=regions, **options, api_name="/run")[0]
+            page_s = time.perf_counter() - start
             start = time.perf_counter()
             api.edit(video, output=os.path.join(work, "direct.mp4"), regions=region_list, progress=False, **kwargs)
             direct_s = time.perf_counter() - start
@@ -55,7 +61,8 @@ def main() -> None:
             page.close()
     print(f"{name}\n  page: {status}\n  page (gradio_client, Run to result): {page_s:.1f} s\n"
           f"  videdit.api.edit, same options: {direct_s:.1f} s\n  ratio page / api: {page_s / direct_s:.2f}\n"
-          f"  torch threads {args.threads or 'default'}; load average at the end: {os.getloadavg()[0]:.1f} on "
+          f"  {'no warm-up run' if args.no_warm else 'after one warm-up run through the API'}; "
+          f"torch threads {args.threads or 'default'}; load average at the end: {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores")
 
 

@@ -52,6 +52,9 @@ FROM_WIDGETS = ("first_frame",)
 SELECTION = ("frames", "stride", "start", "size")            # beside the input
 MAIN = ("prompt", "source_prompt", "method", "model", "strength", "steps", "guidance", "seed")  # unfolded
 REGION_LINE = re.compile(r"^layer\s*(\d+)$", re.IGNORECASE)   # NAME=layerN:PROMPT
+# videdit generate: set by the page (fresh job folders, its own progress), and the options shown unfolded
+GENERATE_FIXED = {"progress": True, "overwrite": False, "resume": False}
+GENERATE_MAIN = ("prompt", "model", "frames", "chunk", "overlap", "size", "steps", "guidance", "seed")
 PREVIEW_MIN_SIDE = 256   # small frames (ShapesWorld's 64 px) are enlarged for painting; masks are resized back
 
 
@@ -76,6 +79,23 @@ def methods_of(f: dataclasses.Field) -> tuple[str, ...]:
     return tuple(m for m in re.split(r"[,\s]+", head) if m in METHODS)
 
 
+def generate_fields() -> list[dataclasses.Field]:
+    """The fields of `GenerateOptions` (videdit generate) the page shows."""
+    from .generate.options import GenerateOptions
+
+    return [f for f in dataclasses.fields(GenerateOptions) if f.name not in GENERATE_FIXED]
+
+
+def generate_groups() -> dict[str, list[str]]:
+    """generate's options: main (unfolded), refine (the ``refine`` switch and its group), advanced (the rest)."""
+    groups: dict[str, list[str]] = {"main": [], "refine": [], "advanced": []}
+    for f in generate_fields():
+        group = ("main" if f.name in GENERATE_MAIN else
+                 "refine" if f.name == "refine" or f.metadata.get("group") == "refine" else "advanced")
+        groups[group].append(f.name)
+    return groups
+
+
 def option_groups() -> dict[tuple[str, ...], list[str]]:
     """Option names by the methods they belong to: () holds the common ones (main or advanced)."""
     groups: dict[tuple[str, ...], list[str]] = {}
@@ -92,20 +112,29 @@ def _kind(f: dataclasses.Field) -> tuple[str, bool]:
     return parts[0], "None" in parts
 
 
-def make_control(f: dataclasses.Field, value=dataclasses.MISSING) -> gr.components.Component:
-    """A widget for one option: its help as info, its CLI flag named, its default as the value."""
+def model_presets(kinds: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+    """The model presets (of ``kinds``: "sd", "t2v", ...; all when None) as dropdown choices."""
+    from .models import PRESETS
+
+    return [(name, name) for name, preset in PRESETS.items() if kinds is None or preset.kind in kinds]
+
+
+def make_control(f: dataclasses.Field, value=dataclasses.MISSING, models: dict[str, list] | None = None,
+                 prefix: str = "opt-") -> gr.components.Component:
+    """A widget for one option: its help as info, its CLI flag named, its default as the value.
+
+    ``models`` maps the names of free-text model options to the presets offered (default: ``model``, every
+    preset, or empty for the method's own); ``prefix`` starts the widget's element id."""
     kind, optional = _kind(f)
     value = f.default if value is dataclasses.MISSING else value
     flag = "--" + f.name.replace("_", "-")
     common = dict(label=f.name.replace("_", " "), info=f"{option_help(f)} ({flag})",
-                  elem_id="opt-" + f.name.replace("_", "-"))
+                  elem_id=prefix + f.name.replace("_", "-"))
     if "choices" in f.metadata:
         return gr.Dropdown(list(f.metadata["choices"]), value=value, **common)
-    if f.name == "model":  # a free text option; the presets are offered
-        from .models import PRESETS
-
-        return gr.Dropdown([("by method", "")] + [(p, p) for p in PRESETS], value=value or "",
-                           allow_custom_value=True, **common)
+    models = {"model": [("by method", "")] + model_presets()} if models is None else models
+    if f.name in models:  # a free text option; the presets are offered
+        return gr.Dropdown(models[f.name], value=value or "", allow_custom_value=True, **common)
     if kind == "bool":
         return gr.Checkbox(value=bool(value), **common)
     if kind in ("int", "float") and not optional:
@@ -115,9 +144,10 @@ def make_control(f: dataclasses.Field, value=dataclasses.MISSING) -> gr.componen
     return gr.Textbox(value=value or "", lines=2 if f.name.endswith("prompt") else 1, **common)
 
 
-def options_from_values(names: list[str], values: list) -> dict:
-    """Widget values -> option layer for `make_options`: an empty optional field means its default."""
-    types = {f.name: f for f in dataclasses.fields(EditOptions)}
+def options_from_values(names: list[str], values: list, options=EditOptions, fixed: dict = FIXED) -> dict:
+    """Widget values -> option layer for `make_options` (or ``options``' constructor, after `coerced`): an
+    empty optional field means its default; ``fixed`` are the options the page sets itself."""
+    types = {f.name: f for f in dataclasses.fields(options)}
     layer = {}
     for name, value in zip(names, values):
         kind, optional = _kind(types[name])
@@ -128,7 +158,15 @@ def options_from_values(names: list[str], values: list) -> dict:
         if kind == "int" and isinstance(value, float) and value.is_integer():
             value = int(value)
         layer[name] = value
-    return dict(layer, **FIXED)
+    return dict(layer, **fixed)
+
+
+def coerced(layer: dict, options) -> dict:
+    """``layer``'s values as the types of ``options``' fields, or the CLI's line for one that is not."""
+    from .config import _coerce
+
+    types = {f.name: str(f.type) for f in dataclasses.fields(options)}
+    return {name: _coerce(name, value, types[name]) for name, value in layer.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -145,6 +183,7 @@ class Job:
         self.folder = folder
         self.cancel = threading.Event()
         self.bars: list[list] = []          # [desc, step, total] per active bar
+        self.entries: dict[int, list] = {}  # id(bar) -> its entry in bars
         self.log: list[str] = []
         self.thread: threading.Thread | None = None
         self.result = None
@@ -164,40 +203,72 @@ class Job:
         return min(fraction, 1.0), text
 
 
+def _in_job(job: Job) -> bool:
+    return job.thread is not None and threading.get_ident() == job.thread.ident
+
+
+def _bar_entry(job: Job, bar) -> list:
+    """The [desc, step, total] entry of ``bar`` in ``job``'s bars, added when new."""
+    with job.lock:
+        entry = job.entries.get(id(bar))
+        if entry is None:
+            entry = job.entries[id(bar)] = [getattr(bar, "desc", "").rstrip(": "), 0, bar.total]
+            job.bars.append(entry)
+    return entry
+
+
+def _drop_bar(job: Job, bar) -> None:
+    with job.lock:
+        entry = job.entries.pop(id(bar), None)
+        job.bars[:] = [b for b in job.bars if b is not entry]
+
+
 @contextmanager
 def following(job: Job) -> Iterator[None]:
-    """While inside, every tqdm bar iterated in ``job``'s thread reports to it and stops on cancel.
+    """While inside, every tqdm bar in ``job``'s thread reports to it and stops on cancel.
 
-    The methods show their progress with tqdm (``desc`` inversion, editing, reconstruction, anchors);
-    the page follows those same bars rather than a second account of the steps.
+    The methods show their progress with tqdm, iterated (``desc`` inversion, editing, reconstruction,
+    anchors) or updated by hand (generate's chunks, refine's steps); the page follows those same bars
+    rather than a second account of the steps.
     """
     from tqdm import std
 
-    original = std.tqdm.__iter__
+    original_iter, original_update, original_close = std.tqdm.__iter__, std.tqdm.update, std.tqdm.close
 
     def __iter__(bar):
-        if job.thread is None or threading.get_ident() != job.thread.ident:
-            yield from original(bar)
+        if not _in_job(job):
+            yield from original_iter(bar)
             return
-        entry = [getattr(bar, "desc", "").rstrip(": "), 0, bar.total]
-        with job.lock:
-            job.bars.append(entry)
+        entry = _bar_entry(job, bar)
         try:
-            for step, item in enumerate(original(bar)):
+            for step, item in enumerate(original_iter(bar)):
                 if job.cancel.is_set():
                     raise Cancelled
                 entry[1] = step
                 yield item
             entry[1] = entry[2] or entry[1]
         finally:
-            with job.lock:
-                job.bars.remove(entry)
+            _drop_bar(job, bar)
 
-    std.tqdm.__iter__ = __iter__
+    def update(bar, n=1):
+        done = original_update(bar, n)
+        if _in_job(job):
+            _bar_entry(job, bar)[1] = bar.n
+            if job.cancel.is_set():
+                close(bar)  # the loop that updates it stops here
+                raise Cancelled
+        return done
+
+    def close(bar):
+        if _in_job(job):
+            _drop_bar(job, bar)
+        return original_close(bar)
+
+    std.tqdm.__iter__, std.tqdm.update, std.tqdm.close = __iter__, update, close
     try:
         yield
     finally:
-        std.tqdm.__iter__ = original
+        std.tqdm.__iter__, std.tqdm.update, std.tqdm.close = original_iter, original_update, original_close
 
 
 class _JobLog(logging.Handler):
@@ -276,15 +347,50 @@ def page_regions(text: str, layers: list[Path], examples: Path | None = None) ->
             if not match:
                 raise UserError(f"region {region.name!r}: the page takes painted layers (layer1, layer2, ...), "
                                 f"auto:WORD or a bundled example's mask as masks, not {region.mask!r}")
-            number = int(match[1])
-            if not 1 <= number <= len(layers):
-                raise UserError(f"region {region.name!r}: layer{number} is not painted (the editor has "
-                                f"{len(layers)} layer{'s' if len(layers) != 1 else ''})")
-            if not _painted(layers[number - 1]):
-                raise UserError(f"region {region.name!r}: layer{number} is empty; paint the region on it")
-            region = Region(region.name, str(layers[number - 1]), region.prompt)
+            region = Region(region.name, str(painted_layer(int(match[1]), layers, f"region {region.name!r}")),
+                            region.prompt)
         regions.append(region)
     return validate_regions(regions)
+
+
+def painted_layer(number: int, layers: list[Path], what: str) -> Path:
+    """The mask file of painted layer ``number`` (from 1), or a `UserError` naming ``what`` asked for it."""
+    if not 1 <= number <= len(layers):
+        raise UserError(f"{what}: layer{number} is not painted (the editor has "
+                        f"{len(layers)} layer{'s' if len(layers) != 1 else ''})")
+    if not _painted(layers[number - 1]):
+        raise UserError(f"{what}: layer{number} is empty; paint the region on it")
+    return layers[number - 1]
+
+
+def atlas_takes_auto() -> bool:
+    """Whether this videdit's --atlas-mask finds a foreground from a word (auto:WORD), read from its help."""
+    return "auto:WORD" in EditOptions.__dataclass_fields__["atlas_mask"].metadata["help"]
+
+
+def page_atlas_masks(text: str, layers: list[Path], examples: Path | None = None) -> str | list[str] | None:
+    """--atlas-mask from the page: one line per foreground layer, ``layerN`` (painted on the first frame, the
+    same mask for every frame, as one image is on the command line), ``auto:WORD`` where this videdit takes
+    it, or a bundled example's mask; empty: the foreground from motion. The page reads no other file."""
+    masks = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        match = REGION_LINE.match(line)
+        if match:
+            masks.append(str(painted_layer(int(match[1]), layers, "--atlas-mask")))
+        elif line.startswith("auto:") and atlas_takes_auto():
+            masks.append(line)
+        elif examples is not None and _inside_folder(examples / line, examples):
+            masks.append(str(examples / line))
+        else:
+            raise UserError("--atlas-mask: the page takes painted layers (layer1, layer2, ...)"
+                            + (", auto:WORD" if atlas_takes_auto() else "") + f" or a bundled example's mask, "
+                            f"not {line!r}")
+    if len(masks) > 1 and not EditOptions.__dataclass_fields__["atlas_mask"].metadata.get("repeat"):
+        raise UserError(f"--atlas-mask: this videdit takes one foreground layer, got {len(masks)} lines")
+    return None if not masks else masks[0] if len(masks) == 1 else masks
 
 
 def _painted(path: Path) -> bool:
@@ -346,11 +452,26 @@ def _square_example(steps: int = 20) -> dict:
     return dict(frames=source.frames, settings=settings, first_frame=truth.frames[0])
 
 
+def _circle_atlas_example(steps: int = 10) -> dict:
+    """Method atlas's check (tests/test_atlas_method.py): a red circle crossing grass, its keyframes 0 and 11
+    made blue by shapes-ip2p, the circle's true mask as the foreground (a mask video of the app's examples)."""
+    from .shapes import IP2P_GUIDANCE
+    from .shapes import world as W
+
+    scene = W.Scene((W.Obj("circle", "red", 0.3, 0.5, 0.15),), "grass", 7)
+    clip = W.render_clip(W.ClipSpec(scene, (W.Motion("linear", 0.012, 0.0),), 12, 0.008), 64)
+    settings = dict(method="atlas", model="shapes-ip2p", prompt="make the circle blue", source_prompt="", steps=steps,
+                    frames=12, size=64, seed=0, strength=1.0, guidance=IP2P_GUIDANCE[0], image_guidance=IP2P_GUIDANCE[1],
+                    keyframes="0,11", reconstruction=False, atlas_mask="{masks}/circle.mp4")
+    return dict(frames=clip.frames, settings=settings, masks={"circle": clip.masks[:, 0]})
+
+
 EXAMPLES = {
     "ShapesWorld: two red circles, left one blue (grain, shapes-sd)": lambda: _demo_example("grain"),
     "ShapesWorld: two red circles, left one blue (anchor, shapes-ip2p)": lambda: _demo_example("anchor"),
     "ShapesWorld: two red circles, left one blue (invert, shapes-sd)": lambda: _demo_example("invert"),
     "ShapesWorld: a red square carried blue from its first frame (i2v, shapes-i2v)": _square_example,
+    "ShapesWorld: a red circle crossing grass made blue in its atlas (atlas, shapes-ip2p)": _circle_atlas_example,
 }
 
 
@@ -391,6 +512,26 @@ def eval_rows(evaluation: dict | None) -> list[list[str]]:
     return rows
 
 
+ATLAS_IMAGES = {"atlas_bg": "background atlas", "atlas_bg_edited": "background atlas, edited",
+                "atlas_fg": "foreground atlas", "atlas_fg_edited": "foreground atlas, edited"}
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.is_file() else None
+
+
+def atlas_images(run_folder: Path) -> list[tuple[str, str]]:
+    """Method atlas's layers in the run folder (atlas_bg.png, atlas_fg.png, edited ones, further foreground
+    layers atlas_fg2.png, ...), with captions; [] for other methods."""
+    shown = []
+    for path in sorted(run_folder.glob("atlas_*.png")):
+        layer = re.fullmatch(r"atlas_fg(\d+)(_edited)?", path.stem)
+        caption = ATLAS_IMAGES.get(path.stem) or (
+            f"foreground atlas {layer[1]}" + (", edited" if layer[2] else "") if layer else path.stem)
+        shown.append((str(path), caption))
+    return shown
+
+
 class App:
     """The page's state: its work folder (the only folder it serves) and the running job per session."""
 
@@ -400,6 +541,7 @@ class App:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self.jobs: dict[str, Job] = {}
         self.names = [f.name for f in option_fields()]
+        self.generate_names = [f.name for f in generate_fields()]
 
     # --- input ---------------------------------------------------------------------------------------
     def example_path(self, name: str) -> tuple[Path, dict]:
@@ -419,6 +561,8 @@ class App:
                 write_video(mask_path, np.repeat(masks[..., None] * np.uint8(255), 3, axis=-1), 8)
         if "regions" in example:
             example["regions"] = example["regions"].format(masks=slug)
+        if example["settings"].get("atlas_mask"):
+            example["settings"]["atlas_mask"] = example["settings"]["atlas_mask"].format(masks=slug)
         return path, example
 
     def new_folder(self, kind: str) -> Path:
@@ -439,6 +583,12 @@ class App:
             regions = page_regions(region_text, save_layers(region_editor, folder / "inputs"), self.workdir / "examples")
             if regions:
                 extra["regions"] = regions
+        if layer.get("method") == "atlas":
+            layer["atlas_mask"] = page_atlas_masks(layer.get("atlas_mask"), save_layers(region_editor, folder / "inputs"),
+                                                   self.workdir / "examples")
+            if layer.get("bg_atlas") and not _inside_folder(Path(layer["bg_atlas"]), self.workdir):
+                raise UserError("--bg-atlas: the page reads no file named by path; render an edited atlas with "
+                                "videdit atlas render on the command line")
         if layer.get("method") == "i2v" and not layer.get("first_frame_editor"):
             image = composite_frame(i2v_editor)
             if image is None:
@@ -452,38 +602,70 @@ class App:
         opts, _ = make_options(layer)
         return opts, extra
 
+    @contextmanager
+    def job(self, session: str) -> Iterator[Job]:
+        """A new job of ``session`` with its folder and its log, forgotten when done."""
+        job = Job(self.new_folder("jobs"))
+        self.jobs[session] = job
+        handler = _JobLog(job)
+        log.addHandler(handler)
+        if not log.isEnabledFor(logging.INFO):  # as `videdit.api` does for an edit
+            log.setLevel(logging.INFO)
+        try:
+            yield job
+        finally:
+            log.removeHandler(handler)
+            if self.jobs.get(session) is job:
+                del self.jobs[session]
+
+    @staticmethod
+    def work(job: Job, fn, progress):
+        """``fn()`` in ``job``'s worker thread, its bars followed into ``progress``; its result, or its error
+        raised here (`Cancelled` when the page's cancel stopped it)."""
+        def target():
+            try:
+                job.result = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the page's thread
+                job.error = exc
+
+        job.thread = threading.Thread(target=target, name="videdit-ui-job", daemon=True)
+        with following(job):
+            job.thread.start()
+            progress(0.0, desc="loading the model")
+            while job.thread.is_alive():
+                job.thread.join(0.25)
+                fraction, text = job.fraction_and_text()
+                if text:
+                    progress(fraction, desc=text)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    @staticmethod
+    def failed(job: Job, exc: Exception) -> dict:
+        """What the page shows for a run that stopped; its folder is removed (nothing half-written stays)."""
+        shutil.rmtree(job.folder, ignore_errors=True)
+        if isinstance(exc, Cancelled):
+            status = "cancelled: nothing was written"
+        elif isinstance(exc, UserError):
+            status = error_line(exc)
+        else:  # shown in the page; the server keeps running
+            log.error("run failed", exc_info=exc)
+            status = f"videdit: failed: {type(exc).__name__}: {exc}"
+        return dict(status=status, log="\n".join(job.log))
+
     def run(self, session: str, video, region_editor, region_text, i2v_editor, values, progress) -> dict:
         """Run one edit in a worker thread while following its bars; returns what the page shows."""
         from .api import run_edit
 
-        folder = self.new_folder("jobs")
-        job = Job(folder)
-        self.jobs[session] = job
-        handler = _JobLog(job)
-        try:
-            opts, extra = self.prepare(video, region_editor, region_text, i2v_editor, values, folder)
-            output = folder / "edited.mp4"
-
-            def work():
-                try:
-                    job.result = run_edit(video, opts, output, extra=extra)
-                except BaseException as exc:  # noqa: BLE001 - handed to the page's thread
-                    job.error = exc
-
-            log.addHandler(handler)
-            job.thread = threading.Thread(target=work, name="videdit-ui-job", daemon=True)
-            with following(job):
-                job.thread.start()
-                progress(0.0, desc="loading the model and reading the clip")
-                while job.thread.is_alive():
-                    job.thread.join(0.25)
-                    fraction, text = job.fraction_and_text()
-                    if text:
-                        progress(fraction, desc=text)
-            if job.error is not None:
-                raise job.error
-            res = job.result
-            run_folder = res.run_folder
+        with self.job(session) as job:
+            try:
+                opts, extra = self.prepare(video, region_editor, region_text, i2v_editor, values, job.folder)
+                output = job.folder / "edited.mp4"
+                res = self.work(job, lambda: run_edit(video, opts, output, extra=extra), progress)
+            except Exception as exc:  # noqa: BLE001 - Cancelled, UserError or a failure, each shown
+                return self.failed(job, exc)
+            folder, run_folder = job.folder, res.run_folder
             archive = _zip_folder([output, run_folder], folder, folder / f"videdit-{folder.name}.zip")
             shown = {k: (run_folder / f"{k}.mp4") for k in ("source", "edited", "reconstruction")}
             done = (f"done: {len(res.frames)} frames {res.frames.shape[2]}x{res.frames.shape[1]} in "
@@ -491,21 +673,44 @@ class App:
             return dict(status="\n\n".join([done, *run_notes(res.info)]),  # Markdown: one paragraph each
                         **{k: (str(p) if p.exists() else None) for k, p in shown.items()},
                         output=str(output), archive=str(archive), eval=eval_rows(res.evaluation),
+                        atlas=atlas_images(run_folder), atlas_reconstruction=_existing(run_folder /
+                                                                                       "atlas_reconstruction.mp4"),
                         log="\n".join(job.log))
-        except Cancelled:
-            shutil.rmtree(folder, ignore_errors=True)
-            return dict(status="cancelled: nothing was written", log="\n".join(job.log))
-        except UserError as exc:
-            shutil.rmtree(folder, ignore_errors=True)
-            return dict(status=error_line(exc), log="\n".join(job.log))
-        except Exception as exc:  # noqa: BLE001 - shown in the page; the server keeps running
-            shutil.rmtree(folder, ignore_errors=True)
-            log.exception("run failed")
-            return dict(status=f"videdit: failed: {type(exc).__name__}: {exc}", log="\n".join(job.log))
-        finally:
-            log.removeHandler(handler)
-            if self.jobs.get(session) is job:
-                del self.jobs[session]
+
+    def run_generate(self, session: str, values, progress) -> dict:
+        """`videdit generate` (with ``refine`` when ticked) in a worker thread, following its bar over chunks."""
+        from .generate.options import GenerateOptions
+        from .generate.stream import Plan, generate
+        from .video import read_clip
+
+        with self.job(session) as job:
+            try:
+                opts = GenerateOptions(**coerced(options_from_values(self.generate_names, values, GenerateOptions,
+                                                                     GENERATE_FIXED), GenerateOptions)).validate()
+                output = job.folder / "generated.mp4"
+                chunks = Plan(opts.frames, opts.chunk, opts.overlap).chunks
+                started = time.monotonic()
+
+                def run():  # in the job's thread, so that its log reaches the page
+                    log.info("generate %d frames with %s: %d chunk(s) of %d frames, each after the first conditioned "
+                             "on %d (conditioning %s), %d steps, seed %d", opts.frames, opts.model, chunks, opts.chunk,
+                             opts.overlap, opts.conditioning, opts.steps, opts.seed)
+                    done = generate(opts, output)
+                    log.info("wrote %s and its run folder %s_run", done.name, done.stem)
+                    return done
+
+                self.work(job, run, progress)
+            except Exception as exc:  # noqa: BLE001 - Cancelled, UserError or a failure, each shown
+                return self.failed(job, exc)
+            from .api import run_folder_for
+
+            folder, run_folder = job.folder, run_folder_for(output)
+            archive = _zip_folder([output, run_folder], folder, folder / f"videdit-{folder.name}.zip")
+            clip = read_clip(output)
+            w, h = clip.size
+            done = (f"done: {len(clip.frames)} frames {w}x{h} in {chunks} chunk{'s' if chunks > 1 else ''}, "
+                    f"{time.monotonic() - started:.1f} s" + (f", refined by {opts.refiner}" if opts.refine else ""))
+            return dict(status=done, video=str(output), archive=str(archive), log="\n".join(job.log))
 
     def cancel(self, session: str) -> str:
         job = self.jobs.get(session)
@@ -560,6 +765,57 @@ def _named(fn, names: list[str], special: tuple[str, ...] = ()):
     return wrapper
 
 
+def generate_tab(app: App) -> None:
+    """The page's second tab: `videdit generate`, its controls from `GenerateOptions`' metadata."""
+    fields_by_name = {f.name: f for f in generate_fields()}
+    groups = generate_groups()
+    t2v = {"model": model_presets(("t2v",)), "refiner": model_presets(("t2v",))}
+    controls: dict[str, gr.components.Component] = {}
+
+    def add(names):
+        for name in names:
+            controls[name] = make_control(fields_by_name[name], models=t2v, prefix="gen-")
+
+    gr.Markdown("Long text-to-video, chunk by chunk in bounded memory, with the options of `videdit generate`: "
+                "each chunk adds chunk - overlap frames conditioned on the video so far; tick `refine` to pass "
+                "the result through a refiner with randomized blending. Real models need a GPU and their weights "
+                "(`videdit download ms-t2v`).")
+    main = groups["main"]
+    add([n for n in main if n in ("prompt", "model")])
+    with gr.Row():
+        add([n for n in main if n in ("frames", "chunk", "overlap", "size")])
+    with gr.Row():
+        add([n for n in main if n not in controls])
+    with gr.Accordion("refine (randomized blending, videdit refine)", open=False):
+        add(groups["refine"])
+    with gr.Accordion("advanced options", open=False):
+        add(groups["advanced"])
+    with gr.Row():
+        run_button = gr.Button("Run", variant="primary", elem_id="gen-run")
+        cancel_button = gr.Button("Cancel", variant="stop", elem_id="gen-cancel")
+    status = gr.Markdown(elem_id="gen-status")
+    with gr.Row():
+        out_video = gr.Video(label="generated video", interactive=False, height=320, elem_id="gen-result")
+        out_zip = gr.File(label="video and run folder (frames, options) as a zip", interactive=False,
+                          elem_id="gen-zip")
+    out_log = gr.Textbox(label="log", lines=4, max_lines=20, interactive=False, elem_id="gen-log")
+
+    names = app.generate_names
+    assert set(names) == set(controls), sorted(set(names) ^ set(controls))  # every option has a widget
+
+    def on_generate(request, progress, *values):
+        shown = app.run_generate(request.session_hash, values, progress)
+        return [shown.get("status"), shown.get("video"), shown.get("archive"), shown.get("log", "")]
+
+    run_button.click(_named(on_generate, names, ("request", "progress")), [controls[n] for n in names],
+                     [status, out_video, out_zip, out_log], api_name="generate", concurrency_id="device",
+                     concurrency_limit=1, show_progress_on=[status])
+    def on_cancel(request: gr.Request):
+        return app.cancel(request.session_hash)
+
+    cancel_button.click(on_cancel, None, [status], api_name=False, concurrency_limit=None, show_progress="hidden")
+
+
 def build_app(workdir: str | Path) -> gr.Blocks:
     """The page (not launched). Every handler calls `App`, which calls `videdit.api`."""
     app = App(workdir)
@@ -569,190 +825,214 @@ def build_app(workdir: str | Path) -> gr.Blocks:
 
     with gr.Blocks(title="videdit", analytics_enabled=False) as page:
         page.videdit_app = app
-        gr.Markdown("# videdit\nEdit a video with diffusion models, without training per video: the same "
-                    "methods and options as `videdit edit`.")
-        with gr.Row():
-            with gr.Column(scale=1):
-                gr.Markdown("### 1. Input")
-                video = gr.File(label="video (mp4, avi, mov, mkv, webm, gif, or an image)", type="filepath",
-                                elem_id="input-video")
-                example = gr.Dropdown([("(none)", "")] + [(n, n) for n in EXAMPLES], value="",
-                                      label="or a bundled example (ShapesWorld models, no download, no GPU)",
-                                      elem_id="example")
-                with gr.Row():
-                    for name in SELECTION:
-                        controls[name] = make_control(fields_by_name[name])
-                clip_info = gr.Markdown(elem_id="clip-info")
-                frame0 = gr.Image(label="first selected frame (working size, enlarged when small)", interactive=False,
-                                  elem_id="first-frame", height=280)
-            with gr.Column(scale=2):
-                gr.Markdown("### 2. Edit")
-                controls["method"] = gr.Radio(list(METHODS), value=fields_by_name["method"].default,
-                                              label="method", info=fields_by_name["method"].metadata["help"],
-                                              elem_id="opt-method")
-                for name in ("prompt", "source_prompt", "model"):
-                    controls[name] = make_control(fields_by_name[name])
-                with gr.Row():
-                    for name in ("strength", "steps", "guidance", "seed"):
-                        controls[name] = make_control(fields_by_name[name])
-                with gr.Group(visible=False) as grain_box:
-                    gr.Markdown("**Regions** (grain): paint each region on its own layer, then name it, one line "
-                                "each: `NAME=layer1:PROMPT`, or `NAME=auto:WORD:PROMPT` for a mask from the "
-                                "cross-attention of WORD in the source prompt. Each PROMPT must be part of the prompt.")
-                    region_editor = gr.ImageEditor(label="regions on the first frame", type="numpy",
-                                                   elem_id="region-editor", height=360,
-                                                   brush=gr.Brush(colors=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"],
-                                                                  color_mode="defaults"))
-                    region_text = gr.Textbox(label="regions", lines=3, elem_id="regions",
-                                             placeholder="left_man=layer1:Spiderman\nground=auto:grass:grass meadow")
+        gr.Markdown("# videdit\nEdit a video with diffusion models, without training per video (the same "
+                    "methods and options as `videdit edit`), or generate a long one from text (`videdit generate`).")
+        with gr.Tab("edit a video", id="edit", elem_id="tab-edit"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    gr.Markdown("### 1. Input")
+                    video = gr.File(label="video (mp4, avi, mov, mkv, webm, gif, or an image)", type="filepath",
+                                    elem_id="input-video")
+                    example = gr.Dropdown([("(none)", "")] + [(n, n) for n in EXAMPLES], value="",
+                                          label="or a bundled example (ShapesWorld models, no download, no GPU)",
+                                          elem_id="example")
                     with gr.Row():
-                        preview_regions = gr.Button("preview the regions over the clip", size="sm")
-                    region_video = gr.Video(label="regions over the clip", interactive=False, height=240,
-                                            elem_id="regions-preview")
-                with gr.Group(visible=False) as i2v_box:
-                    gr.Markdown("**Edited first frame** (i2v): paint over the source's first frame or upload an "
-                                "image; it is propagated along the source's motion.")
-                    i2v_editor = gr.ImageEditor(label="edited first frame", type="numpy", elem_id="i2v-editor",
-                                                height=360, layers=False)
-                    preview_first = gr.Button("preview the first frame at the working size", size="sm")
-                    first_preview = gr.Image(label="first frame the clip will be propagated from", interactive=False,
-                                             height=200)
-                boxes = {}
-                for key, names in groups.items():
-                    if not key:
-                        continue
-                    with gr.Accordion(f"{', '.join(key)} options", open=False, visible="invert" in key) as box:
-                        for name in names:
+                        for name in SELECTION:
                             controls[name] = make_control(fields_by_name[name])
-                    boxes[key] = box
-                with gr.Accordion("advanced options", open=False):
-                    for name in groups.get((), []):
+                    clip_info = gr.Markdown(elem_id="clip-info")
+                    frame0 = gr.Image(label="first selected frame (working size, enlarged when small)", interactive=False,
+                                      elem_id="first-frame", height=280)
+                with gr.Column(scale=2):
+                    gr.Markdown("### 2. Edit")
+                    controls["method"] = gr.Radio(list(METHODS), value=fields_by_name["method"].default,
+                                                  label="method", info=fields_by_name["method"].metadata["help"],
+                                                  elem_id="opt-method")
+                    for name in ("prompt", "source_prompt", "model"):
                         controls[name] = make_control(fields_by_name[name])
-                with gr.Row():
-                    run_button = gr.Button("Run", variant="primary", elem_id="run")
-                    cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
-                status = gr.Markdown(elem_id="status")
-        gr.Markdown("### 3. Result (working size; the zip holds the output at the input's size and the run folder)")
-        with gr.Row():
-            out_source = gr.Video(label="source", interactive=False, elem_id="result-source", height=300)
-            out_edited = gr.Video(label="edit", interactive=False, elem_id="result-edited", height=300)
-            out_recon = gr.Video(label="reconstruction (inversion check)", interactive=False,
-                                 elem_id="result-reconstruction", height=300)
-        with gr.Row():
-            out_output = gr.Video(label="output at the input's size", interactive=False, height=220, visible=False)
-            out_zip = gr.File(label="run folder (zip)", interactive=False, elem_id="result-zip")
-            out_eval = gr.Dataframe(headers=["metric", "value", "variant"], label="--eval metrics",
-                                    interactive=False, elem_id="result-eval")
-        out_log = gr.Textbox(label="log", lines=6, max_lines=20, interactive=False, elem_id="log")
+                    with gr.Row():
+                        for name in ("strength", "steps", "guidance", "seed"):
+                            controls[name] = make_control(fields_by_name[name])
+                    with gr.Group(visible=False) as paint_box:  # grain's regions and atlas's foreground
+                        gr.Markdown("**Masks on the first frame** (grain, atlas): paint each mask on its own layer "
+                                    "of the editor (layer1, layer2, ...), then name the layer below.")
+                        region_editor = gr.ImageEditor(label="masks on the first frame", type="numpy",
+                                                       elem_id="region-editor", height=360,
+                                                       brush=gr.Brush(colors=["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"],
+                                                                      color_mode="defaults"))
+                    with gr.Group(visible=False) as atlas_box:
+                        gr.Markdown("**Foreground** (atlas): empty, the foreground is what moves against the "
+                                    "background; `layer1`, the mask painted on layer 1 (for every frame, as one "
+                                    "image is on the command line: paint where the foreground goes over the clip)"
+                                    + ("; `auto:WORD`, from the cross-attention of WORD in the source prompt"
+                                       if atlas_takes_auto() else "") + ". One line per foreground layer.")
+                        controls["atlas_mask"] = make_control(fields_by_name["atlas_mask"])
+                    with gr.Group(visible=False) as grain_box:
+                        gr.Markdown("**Regions** (grain): name each painted layer, one line each: "
+                                    "`NAME=layer1:PROMPT`, or `NAME=auto:WORD:PROMPT` for a mask from the "
+                                    "cross-attention of WORD in the source prompt. Each PROMPT must be part of the prompt.")
+                        region_text = gr.Textbox(label="regions", lines=3, elem_id="regions",
+                                                 placeholder="left_man=layer1:Spiderman\nground=auto:grass:grass meadow")
+                        with gr.Row():
+                            preview_regions = gr.Button("preview the regions over the clip", size="sm")
+                        region_video = gr.Video(label="regions over the clip", interactive=False, height=240,
+                                                elem_id="regions-preview")
+                    with gr.Group(visible=False) as i2v_box:
+                        gr.Markdown("**Edited first frame** (i2v): paint over the source's first frame or upload an "
+                                    "image; it is propagated along the source's motion.")
+                        i2v_editor = gr.ImageEditor(label="edited first frame", type="numpy", elem_id="i2v-editor",
+                                                    height=360, layers=False)
+                        preview_first = gr.Button("preview the first frame at the working size", size="sm")
+                        first_preview = gr.Image(label="first frame the clip will be propagated from", interactive=False,
+                                                 height=200)
+                    boxes = {}
+                    for key, names in groups.items():
+                        if not key:
+                            continue
+                        with gr.Accordion(f"{', '.join(key)} options", open=False, visible="invert" in key) as box:
+                            for name in names:
+                                if name not in controls:  # atlas_mask sits by the editor
+                                    controls[name] = make_control(fields_by_name[name])
+                        boxes[key] = box
+                    with gr.Accordion("advanced options", open=False):
+                        for name in groups.get((), []):
+                            controls[name] = make_control(fields_by_name[name])
+                    with gr.Row():
+                        run_button = gr.Button("Run", variant="primary", elem_id="run")
+                        cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                    status = gr.Markdown(elem_id="status")
+            gr.Markdown("### 3. Result (working size; the zip holds the output at the input's size and the run folder)")
+            with gr.Row():
+                out_source = gr.Video(label="source", interactive=False, elem_id="result-source", height=300)
+                out_edited = gr.Video(label="edit", interactive=False, elem_id="result-edited", height=300)
+                out_recon = gr.Video(label="reconstruction (inversion check)", interactive=False,
+                                     elem_id="result-reconstruction", height=300)
+            with gr.Row():
+                out_output = gr.Video(label="output at the input's size", interactive=False, height=220, visible=False)
+                out_zip = gr.File(label="run folder (zip)", interactive=False, elem_id="result-zip")
+                out_eval = gr.Dataframe(headers=["metric", "value", "variant"], label="--eval metrics",
+                                        interactive=False, elem_id="result-eval")
+            with gr.Row():
+                out_atlas = gr.Gallery(label="atlas layers (method atlas)", visible=False, columns=4, height=260,
+                                       elem_id="result-atlas")
+                out_atlas_recon = gr.Video(label="atlas reconstruction (the layers re-rendered, unedited)",
+                                           interactive=False, visible=False, height=260,
+                                           elem_id="result-atlas-reconstruction")
+            out_log = gr.Textbox(label="log", lines=6, max_lines=20, interactive=False, elem_id="log")
 
-        names = app.names
-        assert set(names) == set(controls), sorted(set(names) ^ set(controls))  # every option has a widget
-        option_inputs = [controls[n] for n in names]
+            names = app.names
+            assert set(names) == set(controls), sorted(set(names) ^ set(controls))  # every option has a widget
+            option_inputs = [controls[n] for n in names]
 
-        # --- input and first frame
-        # an example's edited first frame (i2v), kept for its clip: choosing the example sets the video, which
-        # shows its first frame and resets the editors; this puts the edited one back
-        example_firsts = gr.State({})
+            # --- input and first frame
+            # an example's edited first frame (i2v), kept for its clip: choosing the example sets the video, which
+            # shows its first frame and resets the editors; this puts the edited one back
+            example_firsts = gr.State({})
 
-        def show_first(path, start, size, kept):
-            if not path:
-                return None, "", None, None
-            try:
-                frame, info = first_frame(path, start if start is not None else 0, size or 512)
-            except UserError as exc:
-                return None, error_line(exc), None, None
-            big = enlarged(frame)
-            first = (kept or {}).get(Path(path).name)
-            return big, info, editor_value(big), editor_value(first if first is not None else big)
-
-        first_outputs = [frame0, clip_info, region_editor, i2v_editor]
-        for trigger in (video.change, controls["start"].change, controls["size"].change):
-            trigger(show_first, [video, controls["start"], controls["size"], example_firsts], first_outputs,
-                    api_name=False)
-
-        def pick_example(name, kept):
-            if not name:
-                return [gr.update()] * (3 + len(names))
-            path, ex = app.example_path(name)
-            settings = ex["settings"]
-            values = [settings.get(n, fields_by_name[n].default) for n in names]
-            values = ["" if v is None and _kind(fields_by_name[n])[0] == "str" else v for n, v in zip(names, values)]
-            kept = dict(kept or {})
-            if "first_frame" in ex:
-                kept[path.name] = enlarged(ex["first_frame"])
-            return [kept, str(path), ex.get("regions", "")] + values
-
-        example.change(pick_example, [example, example_firsts], [example_firsts, video, region_text] + option_inputs,
-                       api_name="example")
-
-        def on_method(method):
-            return [gr.update(visible=method in key) for key in boxes] + [
-                gr.update(visible=method == "grain"), gr.update(visible=method == "i2v")]
-
-        controls["method"].change(on_method, [controls["method"]], list(boxes.values()) + [grain_box, i2v_box],
-                                  api_name=False)
-
-        # --- previews
-        def on_preview_regions(path, editor, text, *values):
-            try:
-                return app.region_preview(path, editor, text, list(values))
-            except UserError as exc:
-                return None, error_line(exc)
-
-        preview_regions.click(_named(on_preview_regions, ["video", "region_layers", "regions"] + names), [video, region_editor, region_text] + option_inputs,
-                              [region_video, status], api_name="preview_regions")
-
-        def on_preview_first(path, editor, *values):
-            from .editors import edit_first_frame
-
-            try:
+            def show_first(path, start, size, kept):
                 if not path:
-                    raise UserError("no input video: upload one or pick an example")
-                opts_layer = options_from_values(names, list(values))
-                source, _ = first_frame(path, opts_layer.get("start", 0), opts_layer.get("size", 512))
-                if opts_layer.get("first_frame_editor"):
-                    from .config import make_options
+                    return None, "", None, None
+                try:
+                    frame, info = first_frame(path, start if start is not None else 0, size or 512)
+                except UserError as exc:
+                    return None, error_line(exc), None, None
+                big = enlarged(frame)
+                first = (kept or {}).get(Path(path).name)
+                return big, info, editor_value(big), editor_value(first if first is not None else big)
 
-                    opts, _ = make_options(opts_layer)
-                    image, origin = edit_first_frame(source, opts)
-                else:
-                    from .editors import fit
+            first_outputs = [frame0, clip_info, region_editor, i2v_editor]
+            for trigger in (video.change, controls["start"].change, controls["size"].change):
+                trigger(show_first, [video, controls["start"], controls["size"], example_firsts], first_outputs,
+                        api_name=False)
 
-                    image = composite_frame(editor)
-                    if image is None:
-                        raise UserError("paint or upload the edited first frame first")
-                    image, origin = fit(image, (source.shape[1], source.shape[0]), "painted"), "the editor"
-                return enlarged(image), f"first frame from {origin}, {image.shape[1]}x{image.shape[0]}"
-            except UserError as exc:
-                return None, error_line(exc)
+            def pick_example(name, kept):
+                if not name:
+                    return [gr.update()] * (3 + len(names))
+                path, ex = app.example_path(name)
+                settings = ex["settings"]
+                values = [settings.get(n, fields_by_name[n].default) for n in names]
+                values = ["" if v is None and _kind(fields_by_name[n])[0] == "str" else v for n, v in zip(names, values)]
+                kept = dict(kept or {})
+                if "first_frame" in ex:
+                    kept[path.name] = enlarged(ex["first_frame"])
+                return [kept, str(path), ex.get("regions", "")] + values
 
-        preview_first.click(_named(on_preview_first, ["video", "first_frame_image"] + names), [video, i2v_editor] + option_inputs, [first_preview, status],
-                            api_name="preview_first_frame", concurrency_id="device", concurrency_limit=1)
+            example.change(pick_example, [example, example_firsts], [example_firsts, video, region_text] + option_inputs,
+                           api_name="example")
 
-        # --- run and cancel
-        result_outputs = [status, out_source, out_edited, out_recon, out_output, out_zip, out_eval, out_log]
+            def on_method(method):
+                return [gr.update(visible=method in key) for key in boxes] + [
+                    gr.update(visible=method == "grain"), gr.update(visible=method == "i2v"),
+                    gr.update(visible=method == "atlas"), gr.update(visible=method in ("grain", "atlas"))]
 
-        def on_run(request, progress, path, editor, text, i2v, *option_values):
-            shown = app.run(request.session_hash, path, editor, text, i2v, option_values, progress)
-            return [shown.get("status"), shown.get("source"), shown.get("edited"), shown.get("reconstruction"),
-                    shown.get("output"), shown.get("archive"), shown.get("eval") or [], shown.get("log", "")]
+            controls["method"].change(on_method, [controls["method"]],
+                                      list(boxes.values()) + [grain_box, i2v_box, atlas_box, paint_box], api_name=False)
 
-        run_button.click(_named(on_run, ["video", "region_layers", "regions", "first_frame_image"] + names,
-                                ("request", "progress")), [video, region_editor, region_text, i2v_editor] + option_inputs, result_outputs,
-                         api_name="run", concurrency_id="device", concurrency_limit=1, show_progress_on=[status])
+            # --- previews
+            def on_preview_regions(path, editor, text, *values):
+                try:
+                    return app.region_preview(path, editor, text, list(values))
+                except UserError as exc:
+                    return None, error_line(exc)
 
-        def on_cancel(request: gr.Request):
-            return app.cancel(request.session_hash)
+            preview_regions.click(_named(on_preview_regions, ["video", "region_layers", "regions"] + names), [video, region_editor, region_text] + option_inputs,
+                                  [region_video, status], api_name="preview_regions")
 
-        cancel_button.click(on_cancel, None, [status], api_name="cancel", concurrency_limit=None,
-                            show_progress="hidden")
+            def on_preview_first(path, editor, *values):
+                from .editors import edit_first_frame
+
+                try:
+                    if not path:
+                        raise UserError("no input video: upload one or pick an example")
+                    opts_layer = options_from_values(names, list(values))
+                    source, _ = first_frame(path, opts_layer.get("start", 0), opts_layer.get("size", 512))
+                    if opts_layer.get("first_frame_editor"):
+                        from .config import make_options
+
+                        opts, _ = make_options(opts_layer)
+                        image, origin = edit_first_frame(source, opts)
+                    else:
+                        from .editors import fit
+
+                        image = composite_frame(editor)
+                        if image is None:
+                            raise UserError("paint or upload the edited first frame first")
+                        image, origin = fit(image, (source.shape[1], source.shape[0]), "painted"), "the editor"
+                    return enlarged(image), f"first frame from {origin}, {image.shape[1]}x{image.shape[0]}"
+                except UserError as exc:
+                    return None, error_line(exc)
+
+            preview_first.click(_named(on_preview_first, ["video", "first_frame_image"] + names), [video, i2v_editor] + option_inputs, [first_preview, status],
+                                api_name="preview_first_frame", concurrency_id="device", concurrency_limit=1)
+
+            # --- run and cancel
+            result_outputs = [status, out_source, out_edited, out_recon, out_output, out_zip, out_eval, out_log,
+                              out_atlas, out_atlas_recon]
+
+            def on_run(request, progress, path, editor, text, i2v, *option_values):
+                shown = app.run(request.session_hash, path, editor, text, i2v, option_values, progress)
+                return [shown.get("status"), shown.get("source"), shown.get("edited"), shown.get("reconstruction"),
+                        shown.get("output"), shown.get("archive"), shown.get("eval") or [], shown.get("log", ""),
+                        gr.update(value=shown.get("atlas") or None, visible=bool(shown.get("atlas"))),
+                        gr.update(value=shown.get("atlas_reconstruction"),
+                                  visible=bool(shown.get("atlas_reconstruction")))]
+
+            run_button.click(_named(on_run, ["video", "region_layers", "regions", "first_frame_image"] + names,
+                                    ("request", "progress")), [video, region_editor, region_text, i2v_editor] + option_inputs, result_outputs,
+                             api_name="run", concurrency_id="device", concurrency_limit=1, show_progress_on=[status])
+
+            def on_cancel(request: gr.Request):
+                return app.cancel(request.session_hash)
+
+            cancel_button.click(on_cancel, None, [status], api_name="cancel", concurrency_limit=None,
+                                show_progress="hidden")
+        with gr.Tab("generate a long video", id="generate", elem_id="tab-generate"):
+            generate_tab(app)
     return page
 
 
 SHARE_LINE = ("--share: a public https://*.gradio.live address forwards to this page for up to a week; anyone who "
-              "has it can upload "
-              "videos, run edits on this machine's {device} and download results (the page serves only its work "
-              "folder {workdir}).")
+              "has it can upload videos, run edits and generations on this machine's {device} and download results "
+              "(the page serves only its work folder {workdir}).")
 
 
 def launch(host: str = "127.0.0.1", port: int = 7860, share: bool = False, workdir: str | Path | None = None,
