@@ -453,7 +453,7 @@ def test_browser_paints_an_atlas_foreground_and_shows_the_atlases(server, videos
                 page.locator(f"#opt-{name}").locator("input, textarea").first.fill(value)
             # a new size shows the first frame again and resets the editor: paint after that
             sync_api.expect(page.locator("#clip-info")).to_contain_text("working size 64x64", timeout=60_000)
-            page.get_by_text("atlas options").click()
+            page.get_by_text("atlas options", exact=True).click()  # not "grain, atlas options"
             page.locator("#opt-keyframes").locator("input, textarea").first.fill("0")
             page.locator("#opt-prompt textarea").fill("a cat")
             model = page.locator("#opt-model input")
