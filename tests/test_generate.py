@@ -235,3 +235,23 @@ def test_convert_streamingt2v_maps_every_released_weight(tmp_path, tiny_t2v, mod
     assert main(["convert", "streamingt2v", str(ckpt), "-o", str(tmp_path / "bad"), "--base", str(tiny_t2v),
                  "--allow-pickle"]) == 2
     assert "unexpected" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_frame_embedding_meets_the_latent_size_of_any_vae_downsampling(tmp_path):
+    """The CAM's frame embedding halves the frames as often as the base's VAE does (8: the paper's three
+    stride-2 pairs; 4: ShapesWorld's VAE), and a saved CAM is rebuilt with its own downsampling."""
+    from videdit.generate.modules import CAM, FrameEmbedding, load_modules, save_modules
+    from videdit.generate.tiny import tiny_unet3d_config
+    from diffusers import UNet3DConditionModel
+
+    frames = torch.randn(2, 3, 64, 64)
+    assert FrameEmbedding(32)(frames).shape == (2, 32, 8, 8)
+    assert FrameEmbedding(32, downsample=4)(frames).shape == (2, 32, 16, 16)
+    assert FrameEmbedding(32, downsample=1)(frames).shape == (2, 32, 64, 64)
+    for bad in (3, 16):
+        with pytest.raises(ValueError):
+            FrameEmbedding(32, downsample=bad)
+    unet = UNet3DConditionModel(**tiny_unet3d_config())
+    save_modules(tmp_path, CAM(unet, frame_channels=(8, 8, 16, 16), downsample=4), None)
+    cam, _ = load_modules(tmp_path, unet)
+    assert cam.downsample == 4 and cam.frame_embedding(frames).shape[-1] == 16

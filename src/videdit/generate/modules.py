@@ -40,15 +40,20 @@ IMAGE_HIDDEN = 1280
 
 
 class FrameEmbedding(nn.Module):
-    """E: conditioning frames (N, 3, H, W) in [-1, 1] -> (N, C0, H/8, W/8); SiLU after each conv,
-    three stride-2 convs, a zero-initialised 3x3 conv to the UNet's first width."""
+    """E: conditioning frames (N, 3, H, W) in [-1, 1] -> (N, C0, H/d, W/d), d the VAE's downsampling
+    (8 for the paper's base); SiLU after each conv, pairs of convs whose second one has stride 2 in the
+    last log2(d) pairs (all three for d = 8), a zero-initialised 3x3 conv to the UNet's first width."""
 
-    def __init__(self, out_channels: int, channels=FRAME_CHANNELS):
+    def __init__(self, out_channels: int, channels=FRAME_CHANNELS, downsample: int = 8):
         super().__init__()
+        pairs, halvings = len(channels) - 1, int(downsample).bit_length() - 1
+        if downsample < 1 or 2 ** halvings != downsample or halvings > pairs:
+            raise ValueError(f"frame embedding: downsampling {downsample} is not a power of two up to {2 ** pairs}")
         self.conv_in = nn.Conv2d(3, channels[0], 3, padding=1)
         blocks = []
-        for c_in, c_out in zip(channels[:-1], channels[1:]):
-            blocks += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.Conv2d(c_in, c_out, 3, padding=1, stride=2)]
+        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+            stride = 2 if i >= pairs - halvings else 1
+            blocks += [nn.Conv2d(c_in, c_in, 3, padding=1), nn.Conv2d(c_in, c_out, 3, padding=1, stride=stride)]
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
@@ -108,12 +113,12 @@ class CAM(nn.Module):
     """The conditional attention module: a trainable copy of the base UNet's encoder, the frame
     embedding E and one merger per encoder output."""
 
-    def __init__(self, unet, frame_channels=FRAME_CHANNELS, cond_frames: int = COND_FRAMES):
+    def __init__(self, unet, frame_channels=FRAME_CHANNELS, cond_frames: int = COND_FRAMES, downsample: int = 8):
         super().__init__()
-        self.cond_frames = cond_frames
+        self.cond_frames, self.downsample = cond_frames, downsample
         for name in ("conv_in", "time_proj", "time_embedding", "transformer_in", "down_blocks", "mid_block"):
             setattr(self, name, copy.deepcopy(getattr(unet, name)))
-        self.frame_embedding = FrameEmbedding(unet.config.block_out_channels[0], tuple(frame_channels))
+        self.frame_embedding = FrameEmbedding(unet.config.block_out_channels[0], tuple(frame_channels), downsample)
         self.mergers = nn.ModuleList(CrossFrameMerger(c) for c in skip_channels(unet))
 
     @property
@@ -217,7 +222,8 @@ def save_modules(folder, cam: CAM | None, apm: APM | None, dtype: torch.dtype | 
     config, tensors = {}, {}
     if cam is not None:
         config["cam"] = dict(frame_channels=[cam.frame_embedding.conv_in.out_channels]
-                             + [b.out_channels for b in cam.frame_embedding.blocks[1::2]], cond_frames=cam.cond_frames)
+                             + [b.out_channels for b in cam.frame_embedding.blocks[1::2]], cond_frames=cam.cond_frames,
+                             downsample=cam.downsample)
         tensors.update({f"cam.{k}": v for k, v in cam.state_dict().items()})
     if apm is not None:
         first = next(iter(apm.mixers.values()))

@@ -231,7 +231,7 @@ def train_streaming(data: str, base: str, out: Path, seed: int = 0, minutes: flo
         load_image_encoder(model)
     unet = model.unet
     torch.manual_seed(seed)
-    cam = CAM(unet)
+    cam = CAM(unet, downsample=2 ** (len(model.vae.config.block_out_channels) - 1))  # frames to latent size
     image_dim = model.extras["image_encoder"].config.projection_dim if has_image else None
     apm = APM(unet, image_dim=image_dim, text_tokens=model.tokenizer.model_max_length) if has_image else None
     for name, p in unet.named_parameters():
