@@ -64,10 +64,13 @@ def frame_ranges(frames: list[int]) -> str:
 
 def describe_mask(name: str, mask: np.ndarray, frame_indices: list[int] | None = None) -> str:
     """What the terminal says about a found region: "region 'car': 18% of the frame, frames 0-15"."""
-    numbers = list(range(len(mask))) if frame_indices is None else list(frame_indices)
-    present = [n for n, m in zip(numbers, mask) if m.any()]
-    where = f"frames {frame_ranges(present)}" if present else "in no frame (lower --auto-threshold)"
-    return f"region {name!r}: {100 * float(mask.mean()):.0f}% of the frame, {where}"
+    return describe_region(name, region_summary(mask, frame_indices))
+
+
+def describe_region(name: str, summary: dict) -> str:
+    """`describe_mask`'s line from the region's `region_summary` (as info.yaml keeps it)."""
+    where = f"frames {summary['frames']}" if summary["frames"] else "in no frame (lower --auto-threshold)"
+    return f"region {name!r}: {100 * summary['area']:.0f}% of the frame, {where}"
 
 
 def region_summary(mask: np.ndarray, frame_indices: list[int] | None = None) -> dict:

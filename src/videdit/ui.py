@@ -491,12 +491,11 @@ def _zip_folder(files: list[Path], root: Path, target: Path) -> Path:
 
 def run_notes(info: dict) -> list[str]:
     """What the terminal says about a run's meaning, for the page: the translation used, the regions found."""
+    from .localize import describe_region
     from .translate import translation_line
 
     lines = [translation_line(SimpleNamespace(translation=info["translation"]))] if info.get("translation") else []
-    for name, found in (info.get("found_regions") or {}).items():
-        lines.append(f"region {name!r}: {100 * found['area']:.0f}% of the frame, frames {found['frames'] or 'none'}")
-    return lines
+    return lines + [describe_region(name, found) for name, found in (info.get("found_regions") or {}).items()]
 
 
 def eval_rows(evaluation: dict | None) -> list[list[str]]:
