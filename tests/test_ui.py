@@ -446,19 +446,20 @@ def test_browser_paints_an_atlas_foreground_and_shows_the_atlases(server, videos
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(server[1])
-            page.locator("#input-video input[type=file]").set_input_files(str(videos / "fox.mp4"))
-            page.wait_for_selector("#first-frame img", timeout=60_000)
+            # Every option first, the clip last: a new size or clip shows the first frame again and
+            # resets the editor, so nothing may change it once the stroke is painted.
             page.locator("#opt-method").get_by_text("atlas").click()
             for name, value in (("frames", "4"), ("size", "64"), ("steps", "2")):
                 page.locator(f"#opt-{name}").locator("input, textarea").first.fill(value)
-            # a new size shows the first frame again and resets the editor: paint after that
-            sync_api.expect(page.locator("#clip-info")).to_contain_text("working size 64x64", timeout=60_000)
             page.get_by_text("atlas options", exact=True).click()  # not "grain, atlas options"
             page.locator("#opt-keyframes").locator("input, textarea").first.fill("0")
             page.locator("#opt-prompt textarea").fill("a cat")
             model = page.locator("#opt-model input")
             model.fill(str(tiny_sd))
             model.press("Enter")
+            page.locator("#input-video input[type=file]").set_input_files(str(videos / "fox.mp4"))
+            page.wait_for_selector("#first-frame img", timeout=60_000)
+            sync_api.expect(page.locator("#clip-info")).to_contain_text("working size 64x64", timeout=60_000)
             canvas = page.locator("#region-editor canvas").first
             canvas.wait_for(timeout=30_000)
             canvas.scroll_into_view_if_needed()  # the mouse paints in the viewport only
