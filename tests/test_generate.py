@@ -81,6 +81,27 @@ def test_stream_writes_every_frame_chunk_by_chunk(tmp_path, tiny_t2v, model, con
     assert len(read_clip(out).frames) == 36
 
 
+def test_free_start_continues_from_the_last_known_frame(tmp_path, tiny_t2v, model):
+    """--free-start s: a later chunk runs the last round(s T) steps from the last known frame's latent
+    diffused to t_s; at s = 0.1 of 10 steps (t = 1) its new frames are that frame, unlike at s = 1."""
+    from videdit.generate import stream
+
+    calls = []
+    real = stream.ddim_sample
+    stream.ddim_sample = lambda *a, **k: calls.append(k["timesteps"]) or real(*a, **k)
+    try:
+        for start in (0.1, 1.0):
+            stream.generate(_opts(model=str(tiny_t2v), frames=24, steps=10, conditioning="free", free_start=start),
+                            tmp_path / f"s{start}.mp4", model=model)
+    finally:
+        stream.ddim_sample = real
+    assert calls[0] is None and calls[2] is None and calls[3] is None  # chunk 0 always, s = 1: the whole schedule
+    assert [int(t) for t in calls[1]] == [1]
+    near, far = (np.abs(_frames(tmp_path / f"s{s}_run")[16:].astype(float) - _frames(tmp_path / f"s{s}_run")[15])
+                 .mean() for s in (0.1, 1.0))
+    assert near < 2 and far > 4 * near, (near, far)
+
+
 def test_resume_gives_the_frames_of_an_uninterrupted_run(tmp_path, tiny_t2v, model):
     from videdit.generate.stream import generate
 

@@ -46,6 +46,8 @@ PRESETS: dict[str, Preset] = {
     "shapes-sd": Preset(str(PACKAGE_WEIGHTS / "shapes-sd"), "sd", "ShapesWorld text-to-image (ships with videdit)"),
     "shapes-ip2p": Preset(str(PACKAGE_WEIGHTS / "shapes-ip2p"), "ip2p", "ShapesWorld instruction editor (ships with videdit)"),
     "shapes-i2v": Preset(str(PACKAGE_WEIGHTS / "shapes-i2v"), "i2v", "ShapesWorld image-to-video (ships with videdit)"),
+    "shapes-t2v": Preset(str(PACKAGE_WEIGHTS / "shapes-t2v"), "t2v",
+                         "ShapesWorld text-to-video with CAM and APM (ships with videdit)"),
 }
 
 CONTROL_PRESETS = {"canny": "canny", "depth": "depth", "openpose": "openpose"}

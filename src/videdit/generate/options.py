@@ -33,6 +33,8 @@ class GenerateOptions:
     modules: str | None = _opt(None, "folder of CAM/APM weights (default: the model's streaming/ folder)")
     reconstruction_guidance: float = _opt(1.0, "free: weight w_r of reconstruction guidance (0: off)", range=(0.0, 1000.0))
     shared_noise: bool = _opt(True, "free: start the overlap from the noise the previous chunk started it from")
+    free_start: float = _opt(0.6, "free: the new frames start from the last known frame diffused this far (a "
+                             "fraction of the schedule, as SDEdit); 1: from pure noise", range=(0.0, 1.0))
     steps: int = _opt(50, "DDIM steps", group="common", range=(1, 1000))
     guidance: float = _opt(7.5, "classifier-free guidance scale (1 or less: off)", group="common", range=(0.0, 100.0))
     eta: float = _opt(1.0, "DDIM eta (0: deterministic, 1: as DDPM)", group="common", range=(0.0, 1.0))

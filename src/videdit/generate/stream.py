@@ -15,6 +15,9 @@ F - O frames are appended. How a chunk sees those frames (``--conditioning``):
   alpha_t = sqrt(abar_t), x(z_t) = (z_t - sigma_t eps(z_t)) / alpha_t the model's clean estimate; and
   z^a_t = alpha_t z^a + sigma_t eps^a with the noise eps^a the previous chunk started those frames
   from (noise shared across the overlap, as FreeNoise, arXiv 2310.15169, shares it between windows).
+  With ``--free-start s`` < 1 the new frames do not start from pure noise but from the last known
+  frame's latent diffused to step t_s = s T (SDEdit, Meng et al. 2022, section 3), and the chunk runs
+  the last s of the schedule: z^b_{t_s} = alpha_{t_s} z^a_{O-1} + sigma_{t_s} eps^b.
 - ``none``: independent chunks with the same seeds (the baseline the others are measured against).
 
 Each finished chunk's new frames are decoded and written as PNGs into the run folder with the state
@@ -45,7 +48,7 @@ from .sample import ddim_sample, guided_eps, initial_noise, make_scheduler
 
 # Options that must be the same for --resume to continue a run (--frames may grow).
 RESUME_KEYS = ("prompt", "negative_prompt", "model", "conditioning", "chunk", "overlap", "steps", "guidance", "eta",
-               "seed", "size", "reconstruction_guidance", "shared_noise")
+               "seed", "size", "reconstruction_guidance", "shared_noise", "free_start")
 
 
 def chunk_seed(seed: int, index: int) -> int:
@@ -181,13 +184,20 @@ class Streamer:
         generator = torch.Generator().manual_seed(chunk_seed(self.opts.seed, index))
         noise = initial_noise(latent_shape(self.model, self.opts.chunk, self.size), generator, scheduler)
         noise = noise.to(self.model.device)
-        eps_fn, before = guided_eps(self.model.unet, self.context, self.opts.guidance), None
+        eps_fn, before, timesteps = guided_eps(self.model.unet, self.context, self.opts.guidance), None, None
+        x_start = noise
         if index > 0 and self.conditioning == "free":
             known = state["latents"].to(noise)
             if self.opts.shared_noise:
                 noise[:, :, :o] = state["noise"].to(noise)
             eps_a = noise[:, :, :o].clone()
             abar = scheduler.alphas_cumprod.to(noise)
+            if self.opts.free_start < 1:  # SDEdit start of z^b from the last known frame
+                k = max(1, round(self.opts.steps * self.opts.free_start))
+                timesteps = scheduler.timesteps[self.opts.steps - k:]
+                a = abar[int(timesteps[0])]
+                x_start = noise.clone()
+                x_start[:, :, o:] = a.sqrt() * known[:, :, -1:] + (1 - a).sqrt() * noise[:, :, o:]
 
             def before(i, t, x):  # z^a_t = alpha_t z^a + sigma_t eps^a
                 x = x.clone()
@@ -198,8 +208,8 @@ class Streamer:
                 eps_fn = reconstruction_guided(eps_fn, known, abar, self.opts.reconstruction_guidance)
         elif index > 0 and self.conditioning == "cam":
             eps_fn = self._cam_eps(frames_folder, state)
-        x = ddim_sample(eps_fn, noise, scheduler, self.opts.eta, generator, before_step=before,
-                        step_callback=step_callback)
+        x = ddim_sample(eps_fn, x_start, scheduler, self.opts.eta, generator,
+                        before_step=before, timesteps=timesteps, step_callback=step_callback)
         return x, {"latents": x[:, :, -o:], "noise": noise[:, :, -o:]}
 
     def _cam_eps(self, frames_folder: Path, state: dict):

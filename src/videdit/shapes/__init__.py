@@ -2,7 +2,7 @@
 
 - `world`: seeded scenes, clips (with per-frame masks, attributes and motion), captions, instruction triples
 - `judge`: the oracle that reads colours, shapes and backgrounds back from pixels
-- `train`: `videdit shapes train {vae,sd,ip2p,i2v}` trains the models (CPU by default, `--device cuda` on a GPU)
+- `train`: `videdit shapes train {vae,sd,ip2p,i2v,t2v}` trains the models (CPU by default, `--device cuda` on a GPU)
 - `evaluate`: the quality measures of the models (used by `benchmarks/shapes_quality.py` and the tests)
 
 Trained pipelines live in diffusers folders under `weights/` (`weights_path("shapes-sd")`).
@@ -11,7 +11,7 @@ Trained pipelines live in diffusers folders under `weights/` (`weights_path("sha
 from pathlib import Path
 
 WEIGHTS = Path(__file__).parent / "weights"
-MODELS = ("shapes-sd", "shapes-ip2p", "shapes-i2v")
+MODELS = ("shapes-sd", "shapes-ip2p", "shapes-i2v", "shapes-t2v")
 # shapes-ip2p's guidance scales (text, image). On 100 held-out pairs (20 DDIM steps, the v4 weights) the share
 # of accepted edits was 0.56 at text guidance 5, 0.42 at 7.5 (InstructPix2Pix's default), and 0.70-0.72 for
 # any text guidance from 1.5 to 3 (image guidance 1.2-2.0 mattered less): a higher text scale pushed the
@@ -51,7 +51,7 @@ def method_options(method: str, steps: int) -> dict:
 
 
 def weights_path(name: str) -> Path:
-    """Folder of a committed ShapesWorld pipeline (`shapes-sd`, `shapes-ip2p` or `shapes-i2v`); it may be absent."""
+    """Folder of a committed ShapesWorld pipeline (one of `MODELS`); it may be absent."""
     if name not in MODELS:
         raise ValueError(f"unknown ShapesWorld model {name!r}; known: {', '.join(MODELS)}")
     return WEIGHTS / name

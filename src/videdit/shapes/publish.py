@@ -2,6 +2,7 @@
 
     python -m videdit.shapes.publish runs/shapes/sd/pipeline shapes-sd [--vae runs/shapes/vae-dec/vae]
     python -m videdit.shapes.publish runs/shapes/i2v/pipeline shapes-i2v
+    python -m videdit.shapes.publish runs/t2v/pipeline shapes-t2v   # the folder holds streaming/ (CAM, APM)
 
 `--vae` swaps in another AutoencoderKL with the same encoder (the decoder-tuned second stage),
 so the latent space the UNet was trained in is unchanged. The result loads with
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from videdit.shapes import weights_path
+from videdit.shapes import MODELS, weights_path
 
 
 def same_encoder(a, b) -> bool:
@@ -46,7 +47,7 @@ def publish(run_pipeline: Path, name: str, vae_dir: Path | None = None, dtype=to
     keep = card.read_text() if card.exists() else None
     tmp = dest.with_name(f".{name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if index["_class_name"] == "I2VGenXLPipeline":
+    if index["_class_name"] in ("I2VGenXLPipeline", "TextToVideoSDPipeline"):  # with streaming/ for the latter
         if vae_dir is not None:
             raise SystemExit("--vae is for text-to-image and instruction pipelines")
         cast_folder(run_pipeline, tmp, dtype)
@@ -74,7 +75,7 @@ def _finish(tmp: Path, dest: Path, keep: str | None) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m videdit.shapes.publish", description=__doc__.splitlines()[0])
     ap.add_argument("pipeline", type=Path, help="trained pipeline folder (RUN/pipeline)")
-    ap.add_argument("name", choices=["shapes-sd", "shapes-ip2p", "shapes-i2v"])
+    ap.add_argument("name", choices=list(MODELS))
     ap.add_argument("--vae", type=Path, help="AutoencoderKL folder to ship instead (same encoder)")
     ap.add_argument("--fp32", action="store_true", help="keep float32 weights")
     a = ap.parse_args()
