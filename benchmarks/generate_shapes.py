@@ -139,7 +139,9 @@ def main() -> None:
     rows = []
     chosen = captions(a.captions)
     chosen = chosen[:1] if a.only == "main" else chosen[1:] if a.only == "held-out" else chosen
-    print(f"# {a.model}, {a.frames} frames at 64x64, DDIM {a.steps} steps eta 1, guidance {a.guidance}, seed {a.seed}")
+    defaults = GenerateOptions()
+    print(f"# {a.model}, {a.frames} frames at 64x64, DDIM {a.steps} steps eta 1, guidance {a.guidance}, seed {a.seed}; "
+          f"free: --free-start {defaults.free_start}, --reconstruction-guidance {defaults.reconstruction_guidance}")
     print(f"{'caption':44s} {'cond':5s} {'frame 0':16s} {'identity':>8s} {'bg':>5s} {'seams':>6s} "
           f"{'SCuts':>5s} {'adapt':>5s} {'s':>5s}")
     for caption in chosen:

@@ -778,7 +778,8 @@ def generate_tab(app: App) -> None:
     gr.Markdown("Long text-to-video, chunk by chunk in bounded memory, with the options of `videdit generate`: "
                 "each chunk adds chunk - overlap frames conditioned on the video so far; tick `refine` to pass "
                 "the result through a refiner with randomized blending. Real models need a GPU and their weights "
-                "(`videdit download ms-t2v`).")
+                "(`videdit download ms-t2v`); the ShapesWorld model `shapes-t2v` ships with videdit and runs on a "
+                "CPU (64x64, ShapesWorld captions such as \"a red circle moving right on grass\").")
     main = groups["main"]
     add([n for n in main if n in ("prompt", "model")])
     with gr.Row():
