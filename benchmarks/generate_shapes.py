@@ -7,7 +7,9 @@ every frame with the ShapesWorld oracle (`judge.locate`, no masks: colours by CI
 by contour, backgrounds by texture statistics):
 
 - identity: share of frames in which an object of frame 0's colour and shape is found (the acceptance
-  asks >= 0.9), and the share whose background is the caption's (asks 1.0);
+  asks >= 0.9); colour: the same for frame 0's colour alone (the oracle reads a circle cut by the frame's
+  edge as a square, so an object that stays at the edge fails identity though it never changes); and the
+  share of frames whose background is the caption's (asks 1.0);
 - seams: mean absolute frame difference across chunk borders (frame b - 1 to b, b = 16, 24, 32, ...)
   over the mean difference between all other consecutive frames (1: no visible border);
 - SCuts: scene cuts, PySceneDetect's content (threshold 27) and adaptive detectors (`videdit.metrics`).
@@ -17,7 +19,7 @@ is refined with shapes-t2v at --refine-strength, chunks C = 24 overlapping by O 
 offsets and once with r = 0 (the same chunks, hard borders); seams are measured at the refiner's chunk
 borders (b = 16, 32, ...).
 
-    python benchmarks/generate_shapes.py [--model runs/t2v/pipeline] [--frames 240] [--steps 20]
+    python benchmarks/generate_shapes.py [--model shapes-t2v] [--frames 240] [--steps 20]
         [--conditionings cam free none] [--captions 5] [--only all|main|held-out] [--held-out-frames N]
         [--out DIR] [--no-refine]
     python benchmarks/generate_shapes.py --summary --out DIR     # the table of runs split over processes
@@ -70,21 +72,36 @@ def read(frames: np.ndarray, background: str) -> dict:
     found0 = sorted(readings[0][0], key=lambda f: -f.area)
     ref = (found0[0].colour, found0[0].shape) if found0 else None
     same = [ref is not None and any((f.colour, f.shape) == ref for f in found) for found, _ in readings]
+    hue = [ref is not None and any(f.colour == ref[0] for f in found) for found, _ in readings]
     return {"frame0": "-".join(str(x) for x in ref) if ref else "nothing",
-            "identity": float(np.mean(same)),
+            "identity": float(np.mean(same)), "colour": float(np.mean(hue)),
             "background": float(np.mean([bg == background for _, bg in readings])),
             "scuts": int(metrics.scene_cuts(frames).value),
             "scuts_adaptive": int(metrics.scene_cuts(frames, detector="adaptive").value)}
 
 
-def summarize(rows: list[dict]) -> None:
-    """Means per conditioning over the captions, and each caption's comparison with independent chunks."""
+def summarize(rows: list[dict], out: Path | None = None) -> None:
+    """Means per conditioning over the captions, and each caption's comparison with independent chunks.
+    Rows written before the colour column existed get it from their video in ``out``, read again."""
     made = [r for r in rows if "conditioning" in r]
+    for r in made:
+        video = out / f"{r['caption'].replace(' ', '-')}-{r['conditioning']}.mp4" if out is not None else None
+        if "colour" not in r and video is not None and video.is_file():
+            from videdit.video import read_clip
+
+            r["colour"] = read(read_clip(video).frames, background_of(r["caption"]))["colour"]
+    print(f"{'caption':36s} {'cond':5s} {'frames':>6s} {'frame 0':16s} {'identity':>8s} {'colour':>6s} {'bg':>5s} "
+          f"{'seams':>6s} {'SCuts':>5s} {'adapt':>5s} {'s':>5s}")
+    for r in made:
+        print(f"{r['caption']:36s} {r['conditioning']:5s} {r['frames']:6d} {r['frame0']:16s} {r['identity']:8.3f} "
+              f"{r.get('colour', float('nan')):6.3f} {r['background']:5.2f} {r['seams']:6.2f} {r['scuts']:5d} "
+              f"{r['scuts_adaptive']:5d} {r['seconds']:5d}")
     print("\nmeans over captions (identity, background: share of frames; seams: border / elsewhere)")
     for cond in dict.fromkeys(r["conditioning"] for r in made):
         mine = [r for r in made if r["conditioning"] == cond]
+        colour = [r["colour"] for r in mine if "colour" in r]
         print(f"  {cond:5s} captions {len(mine)}, identity {np.mean([r['identity'] for r in mine]):.3f} "
-              f"(min {min(r['identity'] for r in mine):.3f}), background {np.mean([r['background'] for r in mine]):.3f} "
+              f"(min {min(r['identity'] for r in mine):.3f}), colour {np.mean(colour) if colour else float('nan'):.3f}, background {np.mean([r['background'] for r in mine]):.3f} "
               f"(min {min(r['background'] for r in mine):.3f}), seams {np.mean([r['seams'] for r in mine]):.2f}, "
               f"SCuts {sum(r['scuts'] for r in mine)}, adaptive {sum(r['scuts_adaptive'] for r in mine)}")
     base = {r["caption"]: r for r in made if r["conditioning"] == "none"}
@@ -92,6 +109,7 @@ def summarize(rows: list[dict]) -> None:
         pairs = [(r, base[r["caption"]]) for r in made if r["conditioning"] == cond and r["caption"] in base]
         if pairs:
             print(f"  {cond} vs none (same seed): identity higher in {sum(r['identity'] > b['identity'] for r, b in pairs)}"
+                  f" of {len(pairs)}, colour higher in {sum(r.get('colour', 0) > b.get('colour', 0) for r, b in pairs)}"
                   f" of {len(pairs)}, seams lower in {sum(r['seams'] < b['seams'] for r, b in pairs)} of {len(pairs)}")
     refined = [r for r in rows if "refine" in r]
     if refined:
@@ -102,7 +120,8 @@ def summarize(rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="runs/t2v/pipeline", help="shapes-t2v folder (with streaming/ for cam)")
+    ap.add_argument("--model", default="shapes-t2v", help="text-to-video model (default: the shipped shapes-t2v, whose "
+                    "streaming/ folder holds its CAM and APM)")
     ap.add_argument("--frames", type=int, default=240)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=7.5)
@@ -121,7 +140,7 @@ def main() -> None:
 
     out = Path(a.out)
     if a.summary:
-        summarize([json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()])
+        summarize([json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines() if line.strip()], out)
         return
     import torch
 
@@ -163,7 +182,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"{caption:44s} {cond:5s} {row['frame0']:16s} {row['identity']:8.3f} {row['background']:5.2f} "
                   f"{row['seams']:6.2f} {row['scuts']:5d} {row['scuts_adaptive']:5d} {row['seconds']:5d}", flush=True)
-    summarize(rows)
+    summarize(rows, out)
     refined = []
     if not a.no_refine and "none" in a.conditionings:
         c, o = 24, 8

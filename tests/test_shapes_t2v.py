@@ -40,3 +40,14 @@ def test_free_streaming_keeps_the_object_and_the_scene_across_chunks(tmp_path, m
     assert np.mean(kept) >= 0.9, kept
     assert all(bg == "sky" for _, bg in readings)
     assert metrics.scene_cuts(frames, min_scene_len=8).value == 0
+
+
+def test_auto_conditioning_is_free_and_cam_still_loads(model):
+    """shapes-t2v's CAM lost the object where free kept it (README), so its streaming config makes auto pick
+    free; --conditioning cam loads the modules."""
+    from videdit.generate.options import GenerateOptions
+    from videdit.generate.stream import load_streaming
+
+    assert load_streaming(model, GenerateOptions(model="shapes-t2v")) == ("free", (None, None))
+    conditioning, (cam, apm) = load_streaming(model, GenerateOptions(model="shapes-t2v", conditioning="cam"))
+    assert conditioning == "cam" and cam.cond_frames == 8 and apm is not None

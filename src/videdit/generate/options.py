@@ -29,7 +29,8 @@ class GenerateOptions:
                         range=(1, 1023))
     conditioning: str = _opt("auto", "how a chunk sees the frames before it: cam (the trained CAM and APM modules), "
                              "free (no training: overlap replaced and reconstruction guidance), none (independent "
-                             "chunks); auto: cam when the model has streaming modules, else free", choices=CONDITIONINGS)
+                             "chunks); auto: cam when the model has streaming modules (unless their config.json says "
+                             "\"auto\": \"free\"), else free", choices=CONDITIONINGS)
     modules: str | None = _opt(None, "folder of CAM/APM weights (default: the model's streaming/ folder)")
     reconstruction_guidance: float = _opt(1.0, "free: weight w_r of reconstruction guidance (0: off)", range=(0.0, 1000.0))
     shared_noise: bool = _opt(True, "free: start the overlap from the noise the previous chunk started it from")

@@ -250,10 +250,13 @@ def resolve_size(opts: GenerateOptions, model: DiffusionModel) -> tuple[int, int
 
 def load_streaming(model: DiffusionModel, opts: GenerateOptions) -> tuple[str, tuple]:
     """The conditioning this run uses and its modules: ``auto`` is cam when the model (or --modules) has
-    streaming modules, else free."""
+    streaming modules, else free; modules whose config says ``"auto": "free"`` (measured to do worse than
+    free on their model, as shapes-t2v's) leave auto at free, and serve ``--conditioning cam`` only."""
     folder = Path(opts.modules) if opts.modules else model.path / "streaming"
     has = (folder / "config.json").is_file()
-    conditioning = opts.conditioning if opts.conditioning != "auto" else ("cam" if has else "free")
+    conditioning = opts.conditioning
+    if conditioning == "auto":
+        conditioning = json.loads((folder / "config.json").read_text("utf-8")).get("auto", "cam") if has else "free"
     if conditioning != "cam":
         return conditioning, (None, None)
     if not has:
