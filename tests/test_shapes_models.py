@@ -26,7 +26,8 @@ def _size_mb(path):
 
 
 def test_shipped_weights_fit_the_budget_as_fp16_safetensors():
-    """Every ShapesWorld model ships as fp16 safetensors (no pickle), 60 MB in all (40 MB before shapes-i2v)."""
+    """Every ShapesWorld model ships as fp16 safetensors (no pickle), 80 MB in all (60 MB before shapes-t2v, whose
+    issue raised the total to 80): 15 MB each, 40 MB for shapes-t2v with its CAM and APM."""
     import json
     import struct
 
@@ -34,7 +35,9 @@ def test_shipped_weights_fit_the_budget_as_fp16_safetensors():
     models = [d for d in root.iterdir() if (d / "model_index.json").is_file()]
     if not models:
         pytest.skip("no ShapesWorld weights in this install")
-    assert _size_mb(root) <= 60 and all(_size_mb(d) <= 15 for d in models), {d.name: _size_mb(d) for d in models}
+    limit = {"shapes-t2v": 40}
+    assert _size_mb(root) <= 80 and all(_size_mb(d) <= limit.get(d.name, 15) for d in models), \
+        {d.name: _size_mb(d) for d in models}
     assert not [f for f in root.rglob("*") if f.suffix in (".bin", ".ckpt", ".pth", ".pt")]
     for f in root.rglob("*.safetensors"):
         with open(f, "rb") as fh:
